@@ -1,0 +1,113 @@
+# ngx_http_welby_module: build, test, demo.
+#
+#   make            build build/ngx_http_welby_module.so for /usr/sbin/nginx
+#   make test       unit tests and end-to-end tests through nginx
+#   make test-asan  the whole suite with the module built with ASan+UBSan
+#   make run        the demo gateway on https://localhost:8443/
+#
+# NGINX_SRC points at another nginx source tree (1.22 or later) to build
+# against; by default Debian's nginx-dev copy, whose conf_flags match the
+# stock binary.
+
+NGINX_SRC   ?= /usr/share/nginx/src
+NGINX_BIN   ?= /usr/sbin/nginx
+BUILD       := $(CURDIR)/build
+CC          ?= cc
+PROVE       ?= prove
+PROVE_JOBS  ?= 2
+
+# The flags Debian builds its nginx modules with: the module must be
+# hardened like the binary that loads it.
+CC_OPT      := -g -O2 -fstack-protector-strong -Wformat \
+               -Werror=format-security -fPIC -Wdate-time -D_FORTIFY_SOURCE=2
+LD_OPT      := -Wl,-z,relro -Wl,-z,now -fPIC
+ASAN_OPT    := -g -O1 -fno-omit-frame-pointer -fPIC \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+DEB_PACKAGES := nginx nginx-dev gcc make libc6-dev libssl-dev libpcre2-dev \
+                zlib1g-dev libjansson-dev libmaxminddb-dev libmodsecurity-dev \
+                libnginx-mod-http-js openssl curl perl \
+                libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
+                libcryptx-perl libmaxmind-db-writer-perl
+
+MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.h)
+PURE_SRCS   := $(filter-out ngx_welby_module/ngx_%,\
+                 $(wildcard ngx_welby_module/welby_*.c))
+UNIT_SRCS   := $(wildcard t/unit/*.c)
+UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: all deps test test-unit test-e2e test-asan run clean
+
+all: $(BUILD)/ngx_http_welby_module.so
+
+# Installs only the Debian packages that dpkg says are missing.
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing missing Debian packages:$$missing"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing; \
+	fi
+
+# welby_configure DIR CC_OPT LD_OPT: a private copy of the nginx tree, so
+# nothing is ever written under /usr/share.
+define welby_configure
+	rm -rf $(1)
+	mkdir -p $(1)
+	cp -a $(NGINX_SRC)/. $(1)/
+	. $(NGINX_SRC)/conf_flags 2>/dev/null || NGX_CONF_FLAGS=(--with-compat \
+	    --with-http_ssl_module --with-http_v2_module \
+	    --with-http_realip_module); \
+	cd $(1) && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt='$(2)' --with-ld-opt='$(3)' \
+	    --add-dynamic-module=$(CURDIR) > configure.log 2>&1 \
+	|| { grep -E 'error|welby' configure.log; exit 1; }
+endef
+
+SHELL := /bin/bash
+
+$(BUILD)/nginx/objs/Makefile: config | deps
+	$(call welby_configure,$(BUILD)/nginx,$(CC_OPT),$(LD_OPT))
+
+$(BUILD)/ngx_http_welby_module.so: $(BUILD)/nginx/objs/Makefile $(MODULE_SRCS)
+	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
+	cp $(BUILD)/nginx/objs/ngx_http_welby_module.so $@
+
+$(BUILD)/asan/objs/Makefile: config | deps
+	$(call welby_configure,$(BUILD)/asan,$(ASAN_OPT),$(ASAN_OPT))
+
+$(BUILD)/asan/ngx_http_welby_module.so: $(BUILD)/asan/objs/Makefile \
+        $(MODULE_SRCS)
+	$(MAKE) -C $(BUILD)/asan -f objs/Makefile modules
+	cp $(BUILD)/asan/objs/ngx_http_welby_module.so $@
+
+# Pure-C unit tests link the nginx-free sources alone.
+$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) \
+        $(wildcard ngx_welby_module/welby_*.h)
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS)
+
+test: test-unit test-e2e
+
+test-unit: deps $(UNIT_BINS)
+	$(PROVE) $(UNIT_BINS)
+
+test-e2e: all
+	$(PROVE) -j$(PROVE_JOBS) -I t/lib t/
+
+test-asan: deps $(BUILD)/asan/ngx_http_welby_module.so $(UNIT_BINS)
+	$(PROVE) $(UNIT_BINS)
+	WELBY_MODULE=$(BUILD)/asan/ngx_http_welby_module.so WELBY_SANITIZE=1 \
+	    $(PROVE) -j$(PROVE_JOBS) -I t/lib t/
+
+run: all
+	conf/demo/run
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,708 @@
+/*
+ * ngx_http_welby_module: the PHR-aware security gateway.
+ *
+ * This file holds the directives, the configuration, the per-request
+ * context, the access-phase pipeline, the refusal builder, the response
+ * header filter and the log-phase handler.  Each pipeline step lives in
+ * the file of its concern.
+ */
+
+#include "ngx_http_welby_module.h"
+
+#include <openssl/rand.h>
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_http_welby_step_pt      handler;
+} ngx_http_welby_step_t;
+
+
+static ngx_int_t ngx_http_welby_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_welby_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_welby_header_filter(ngx_http_request_t *r);
+static ngx_http_welby_ctx_t *ngx_http_welby_create_ctx(ngx_http_request_t *r);
+static void ngx_http_welby_cleanup(void *data);
+static ngx_int_t ngx_http_welby_request_id(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+static ngx_int_t ngx_http_welby_remove_header(ngx_http_request_t *r,
+    ngx_list_t *headers, ngx_str_t *name);
+static void ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name);
+static ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
+    ngx_str_t *key, ngx_str_t *value);
+static ngx_int_t ngx_http_welby_refuse(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
+static void *ngx_http_welby_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_welby_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+
+static ngx_conf_enum_t  ngx_http_welby_modes[] = {
+    { ngx_string("enforce"), NGX_HTTP_WELBY_ENFORCE },
+    { ngx_string("detect"), NGX_HTTP_WELBY_DETECT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_welby_commands[] = {
+
+    { ngx_string("welby"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("welby_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, mode),
+      &ngx_http_welby_modes },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_welby_module_ctx = {
+    ngx_http_welby_preconfiguration,       /* preconfiguration */
+    ngx_http_welby_init,                   /* postconfiguration */
+
+    ngx_http_welby_create_main_conf,       /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_welby_create_loc_conf,        /* create location configuration */
+    ngx_http_welby_merge_loc_conf          /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_welby_module = {
+    NGX_MODULE_V1,
+    &ngx_http_welby_module_ctx,            /* module context */
+    ngx_http_welby_commands,               /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * The pipeline, in the order of DESIGN.md's request path, cheapest check
+ * first: classify, network, pre-auth limits, token, policy, post-auth
+ * limits, WAF.  Each step is added here, in its place, by the change that
+ * builds it.
+ */
+static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
+    { ngx_string("classify"), ngx_http_welby_classify },
+    { ngx_null_string, NULL }
+};
+
+
+static ngx_str_t  ngx_http_welby_request_id_header = ngx_string("X-Request-Id");
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_int_t
+ngx_http_welby_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_http_welby_ctx_t       *ctx;
+    ngx_http_welby_step_t      *step;
+    const welby_reason_t       *reason;
+    ngx_http_welby_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+
+    if (!wlcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx && ctx->pipeline_done) {
+        /*
+         * An internal redirect: the decision was made, once, in the
+         * first protected location the request reached.
+         */
+        return NGX_DECLINED;
+    }
+
+    if (ctx == NULL) {
+        ctx = ngx_http_welby_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ctx->pipeline_done = 1;
+    ctx->conf = wlcf;
+
+    if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
+        ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+        ctx->reason = WELBY_REASON_INTERNAL_ERROR;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: pipeline run id:%V", &ctx->request_id);
+
+    for (step = ngx_http_welby_steps; step->handler; step++) {
+
+        rc = step->handler(r, ctx, wlcf);
+
+        if (rc == WELBY_REASON_NONE) {
+            continue;
+        }
+
+        if (ctx->reason == WELBY_REASON_NONE) {
+            ctx->reason = rc;
+            ctx->step = &step->name;
+        }
+
+        reason = welby_reason_get(rc);
+
+        if (wlcf->mode == NGX_HTTP_WELBY_DETECT) {
+            ctx->decision = NGX_HTTP_WELBY_DECISION_DETECT;
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "welby: detect id:%V step:%V reason:%s",
+                          &ctx->request_id, &step->name, reason->code);
+            continue;
+        }
+
+        ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "welby: refused id:%V step:%V reason:%s",
+                      &ctx->request_id, &step->name, reason->code);
+
+        /*
+         * The response is sent here rather than returned as a status:
+         * under "satisfy any" a status would let another access module
+         * overrule the refusal, and error_page would replace the body.
+         */
+        ngx_http_finalize_request(r, ngx_http_welby_refuse(r, ctx));
+        return NGX_DONE;
+    }
+
+    if (ctx->decision == NGX_HTTP_WELBY_DECISION_NONE) {
+        ctx->decision = NGX_HTTP_WELBY_DECISION_ALLOW;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_welby_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_welby_ctx_t  *ctx;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: log id:%V decision:%ui reason:%s",
+                   &ctx->request_id, ctx->decision,
+                   welby_reason_get(ctx->reason)->code);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_welby_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_welby_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL || ctx->request_id.len == 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* The backend may echo its own: the client sees ours, once. */
+
+    ngx_http_welby_hide_header(&r->headers_out.headers,
+                               &ngx_http_welby_request_id_header);
+
+    if (ngx_http_welby_push_header(&r->headers_out.headers,
+                                   &ngx_http_welby_request_id_header,
+                                   &ctx->request_id)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+ngx_http_welby_ctx_t *
+ngx_http_welby_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_welby_ctx_t  *ctx;
+
+    /* Access-phase handlers run for main requests only. */
+    r = r->main;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_welby_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+
+        /*
+         * An internal redirect zeroes r->ctx; the context lives on in the
+         * request pool's cleanup, as in the realip module.
+         */
+
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_welby_cleanup) {
+                ctx = cln->data;
+                ngx_http_set_ctx(r, ctx, ngx_http_welby_module);
+                break;
+            }
+        }
+    }
+
+    return ctx;
+}
+
+
+static ngx_http_welby_ctx_t *
+ngx_http_welby_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_welby_ctx_t  *ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_welby_ctx_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_welby_ctx_t));
+
+    cln->handler = ngx_http_welby_cleanup;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_welby_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_welby_cleanup(void *data)
+{
+    /*
+     * Marks the context in the pool's cleanup list; the handles that
+     * later steps hold (WAF transactions) are released here.
+     */
+    return;
+}
+
+
+static ngx_int_t
+ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    u_char            *p;
+    ngx_uint_t         i, n;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h, *found;
+    u_char             rnd[NGX_HTTP_WELBY_REQUEST_ID_BYTES];
+
+    n = 0;
+    found = NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == ngx_http_welby_request_id_header.len
+            && ngx_strncasecmp(h[i].key.data,
+                               ngx_http_welby_request_id_header.data,
+                               h[i].key.len)
+               == 0)
+        {
+            n++;
+            found = &h[i];
+        }
+    }
+
+    if (n == 1 && welby_fhir_id_valid(found->value.data, found->value.len)) {
+        p = ngx_cpymem(ctx->request_id_data, found->value.data,
+                       found->value.len);
+        ctx->request_id.data = ctx->request_id_data;
+        ctx->request_id.len = p - ctx->request_id_data;
+        return NGX_OK;
+    }
+
+    if (RAND_bytes(rnd, NGX_HTTP_WELBY_REQUEST_ID_BYTES) != 1) {
+        ngx_ssl_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "welby: RAND_bytes() failed");
+        return NGX_ERROR;
+    }
+
+    p = ngx_hex_dump(ctx->request_id_data, rnd,
+                     NGX_HTTP_WELBY_REQUEST_ID_BYTES);
+    ctx->request_id.data = ctx->request_id_data;
+    ctx->request_id.len = p - ctx->request_id_data;
+
+    if (n) {
+        /* Repeated or malformed: the backend must see only ours. */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "welby: client X-Request-Id replaced (%ui)", n);
+
+        if (ngx_http_welby_remove_header(r, &r->headers_in.headers,
+                                         &ngx_http_welby_request_id_header)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    h = ngx_http_welby_push_header(&r->headers_in.headers,
+                                   &ngx_http_welby_request_id_header,
+                                   &ctx->request_id);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->lowcase_key = (u_char *) "x-request-id";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Rebuilds a request header list without the named header.  The proxy
+ * module sends every element of the list whatever its hash, so a request
+ * header has to leave the list; the copy is one part long.
+ */
+static ngx_int_t
+ngx_http_welby_remove_header(ngx_http_request_t *r, ngx_list_t *headers,
+    ngx_str_t *name)
+{
+    ngx_uint_t        i, n;
+    ngx_list_t        copy;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *e;
+
+    n = 0;
+
+    for (part = &headers->part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&copy, r->pool, n ? n : 1, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+
+            if (h[i].key.len == name->len
+                && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+            {
+                continue;
+            }
+
+            e = ngx_list_push(&copy);
+            if (e == NULL) {
+                return NGX_ERROR;
+            }
+
+            *e = h[i];
+        }
+    }
+
+    *headers = copy;
+
+    if (copy.last == &copy.part) {
+        headers->last = &headers->part;
+    }
+
+    return NGX_OK;
+}
+
+
+/* The response header filter skips elements whose hash is 0. */
+static void
+ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len == name->len
+                && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+            {
+                h[i].hash = 0;
+            }
+        }
+    }
+}
+
+
+static ngx_table_elt_t *
+ngx_http_welby_push_header(ngx_list_t *headers, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key = *key;
+    h->value = *value;
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return h;
+}
+
+
+static ngx_int_t
+ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    size_t                 len;
+    ngx_int_t              rc;
+    ngx_buf_t             *b;
+    ngx_str_t              value;
+    ngx_chain_t            out;
+    const welby_reason_t  *reason;
+
+    static ngx_str_t  cache_control = ngx_string("Cache-Control");
+    static ngx_str_t  no_store = ngx_string("no-store");
+    static ngx_str_t  allow = ngx_string("Allow");
+    static ngx_str_t  methods =
+        ngx_string("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+    static ngx_str_t  www_authenticate = ngx_string("WWW-Authenticate");
+    static ngx_str_t  realm = ngx_string("welby");
+
+    reason = welby_reason_get(ctx->reason);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = welby_outcome_json(NULL, reason, ctx->request_id.data,
+                             ctx->request_id.len);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last += welby_outcome_json(b->last, reason, ctx->request_id.data,
+                                  ctx->request_id.len);
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    r->headers_out.status = reason->status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/fhir+json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_welby_push_header(&r->headers_out.headers, &cache_control,
+                                   &no_store)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (reason->status == NGX_HTTP_NOT_ALLOWED
+        && ngx_http_welby_push_header(&r->headers_out.headers, &allow,
+                                      &methods)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (reason->status == NGX_HTTP_UNAUTHORIZED || reason->bearer_error) {
+
+        /* RFC 6750 section 3: a challenge on every 401, an error code on
+         * the refusals the token itself caused. */
+
+        value.len = welby_www_authenticate(NULL, realm.data, realm.len,
+                                           reason->bearer_error,
+                                           reason->bearer_error
+                                           ? reason->text : NULL, NULL);
+        value.data = ngx_pnalloc(r->pool, value.len);
+        if (value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        (void) welby_www_authenticate(value.data, realm.data, realm.len,
+                                      reason->bearer_error,
+                                      reason->bearer_error
+                                      ? reason->text : NULL, NULL);
+
+        if (ngx_http_welby_push_header(&r->headers_out.headers,
+                                       &www_authenticate, &value)
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_welby_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_welby_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_welby_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt         *h;
+    ngx_http_core_main_conf_t   *cmcf;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
+
+    if (!wmcf->used) {
+        /* No location says "welby on": stay out of every request. */
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_welby_access_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_welby_log_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_welby_header_filter;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_welby_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_welby_main_conf_t));
+    if (wmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     wmcf->used = 0;
+     */
+
+    return wmcf;
+}
+
+
+static void *
+ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_welby_loc_conf_t  *wlcf;
+
+    wlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_welby_loc_conf_t));
+    if (wlcf == NULL) {
+        return NULL;
+    }
+
+    wlcf->enable = NGX_CONF_UNSET;
+    wlcf->mode = NGX_CONF_UNSET_UINT;
+
+    return wlcf;
+}
+
+
+static char *
+ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_welby_loc_conf_t *prev = parent;
+    ngx_http_welby_loc_conf_t *conf = child;
+
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->mode, prev->mode, NGX_HTTP_WELBY_ENFORCE);
+
+    if (conf->enable) {
+        wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
+        wmcf->used = 1;
+    }
+
+    return NGX_CONF_OK;
+}

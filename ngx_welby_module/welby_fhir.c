@@ -1,0 +1,97 @@
+/*
+ * FHIR REST request classification.
+ */
+
+#include "welby_fhir.h"
+
+
+static int welby_is_hex(unsigned char c);
+
+
+int
+welby_fhir_id_valid(const unsigned char *id, size_t len)
+{
+    size_t         i;
+    unsigned char  c;
+
+    if (len == 0 || len > WELBY_FHIR_ID_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = id[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9') || c == '-' || c == '.')
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+welby_reason_e
+welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
+    const unsigned char *uri, size_t uri_len)
+{
+    size_t         i;
+    unsigned char  c, h1, h2;
+
+    /*
+     * Once decoded, these bytes mean something different to a gateway
+     * and a backend: an encoded '/' splits or joins path segments, an
+     * encoded '%' decodes twice, '\' is a separator to some servers.
+     */
+
+    for (i = 0; i < raw_len; i++) {
+        c = raw[i];
+
+        if (c == '\\') {
+            return WELBY_REASON_REQUEST_MALFORMED;
+        }
+
+        if (c != '%') {
+            continue;
+        }
+
+        if (raw_len - i < 3) {
+            return WELBY_REASON_REQUEST_MALFORMED;
+        }
+
+        h1 = raw[i + 1];
+        h2 = raw[i + 2] | 0x20;
+
+        if (!welby_is_hex(h1) || !welby_is_hex(h2)) {
+            return WELBY_REASON_REQUEST_MALFORMED;
+        }
+
+        if ((h1 == '2' && (h2 == 'f' || h2 == '5'))
+            || (h1 == '5' && h2 == 'c'))
+        {
+            return WELBY_REASON_REQUEST_MALFORMED;
+        }
+    }
+
+    for (i = 0; i < uri_len; i++) {
+        c = uri[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            return WELBY_REASON_REQUEST_MALFORMED;
+        }
+    }
+
+    return WELBY_REASON_NONE;
+}
+
+
+static int
+welby_is_hex(unsigned char c)
+{
+    c |= 0x20;
+
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
