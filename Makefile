@@ -89,9 +89,9 @@ $(BUILD)/asan/ngx_http_welby_module.so: $(BUILD)/asan/objs/Makefile \
 
 # Pure-C unit tests link the nginx-free sources alone.
 $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) \
-        $(wildcard ngx_welby_module/welby_*.h)
+        $(wildcard ngx_welby_module/welby_*.h) | deps
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS)
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS) -ljansson
 
 test: test-unit test-e2e
 
