@@ -32,6 +32,8 @@ static ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
     ngx_str_t *key, ngx_str_t *value);
 static ngx_int_t ngx_http_welby_refuse(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
+static char *ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
 static void *ngx_http_welby_create_main_conf(ngx_conf_t *cf);
@@ -58,7 +60,7 @@ static ngx_command_t  ngx_http_welby_commands[] = {
 
     { ngx_string("welby_mode"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_welby_conf_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_welby_loc_conf_t, mode),
       &ngx_http_welby_modes },
@@ -604,6 +606,56 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     }
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * ngx_conf_set_enum_slot() with a message that names the directive and
+ * the values it takes, as the flag slot's does.
+ */
+static char *
+ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    u_char           *last;
+    ngx_str_t        *value;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+    u_char            buf[256];
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    last = buf;
+
+    for (i = 0; e[i].name.len != 0; i++) {
+        last = ngx_slprintf(last, buf + sizeof(buf), "%s\"%V\"",
+                            i == 0 ? "" : (e[i + 1].name.len ? ", " : " or "),
+                            &e[i].name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, "
+                       "it must be %*s", &value[1], &cmd->name,
+                       last - buf, buf);
+
+    return NGX_CONF_ERROR;
 }
 
 
