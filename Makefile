@@ -77,7 +77,7 @@ $(BUILD)/nginx/objs/Makefile: config | deps
 
 $(BUILD)/ngx_http_welby_module.so: $(BUILD)/nginx/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
-	cp $(BUILD)/nginx/objs/ngx_http_welby_module.so $@
+	cp $(BUILD)/nginx/objs/ngx_http_welby_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/asan/objs/Makefile: config | deps
 	$(call welby_configure,$(BUILD)/asan,$(ASAN_OPT),$(ASAN_OPT))
@@ -85,7 +85,7 @@ $(BUILD)/asan/objs/Makefile: config | deps
 $(BUILD)/asan/ngx_http_welby_module.so: $(BUILD)/asan/objs/Makefile \
         $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/asan -f objs/Makefile modules
-	cp $(BUILD)/asan/objs/ngx_http_welby_module.so $@
+	cp $(BUILD)/asan/objs/ngx_http_welby_module.so $@.tmp && mv -f $@.tmp $@
 
 # Pure-C unit tests link the nginx-free sources alone.
 $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) \

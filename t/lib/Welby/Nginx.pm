@@ -253,6 +253,16 @@ sub read_file {
 }
 
 # environment for nginx processes (sanitizer runtime when WELBY_SANITIZE=1)
+=head2 nginx_env()
+
+The environment nginx runs with: empty, or under WELBY_SANITIZE=1 the
+sanitizer runtimes to preload and their log paths (for tests that start
+nginx through another program, such as the demo script).
+
+=cut
+
+sub nginx_env { shift->_nginx_env(@_) }
+
 sub _nginx_env {
     my ($self) = @_;
     return () unless $ENV{WELBY_SANITIZE};
