@@ -113,6 +113,7 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
 
 
 static ngx_str_t  ngx_http_welby_request_id_header = ngx_string("X-Request-Id");
+static ngx_str_t  ngx_http_welby_no_step = ngx_string("-");
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
@@ -150,7 +151,6 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
     }
 
     ctx->pipeline_done = 1;
-    ctx->conf = wlcf;
 
     if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
@@ -219,9 +219,10 @@ ngx_http_welby_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: log id:%V decision:%ui reason:%s",
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: log id:%V decision:%ui step:%V reason:%s",
                    &ctx->request_id, ctx->decision,
+                   ctx->step ? ctx->step : &ngx_http_welby_no_step,
                    welby_reason_get(ctx->reason)->code);
 
     return NGX_OK;

@@ -41,7 +41,6 @@ typedef struct {
     ngx_str_t                   request_id;
     u_char                      request_id_data[WELBY_FHIR_ID_MAX];
 
-    ngx_http_welby_loc_conf_t  *conf;
     ngx_str_t                  *step;
     welby_reason_e              reason;
     ngx_uint_t                  decision;
