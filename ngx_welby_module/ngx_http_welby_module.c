@@ -222,7 +222,7 @@ ngx_http_welby_log_handler(ngx_http_request_t *r)
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "welby: log id:%V decision:%ui step:%V reason:%s",
                    &ctx->request_id, ctx->decision,
-                   ctx->step ? ctx->step : &ngx_http_welby_no_step,
+                   ctx->step,
                    welby_reason_get(ctx->reason)->code);
 
     return NGX_OK;
@@ -305,6 +305,8 @@ ngx_http_welby_create_ctx(ngx_http_request_t *r)
 
     ctx = cln->data;
     ngx_memzero(ctx, sizeof(ngx_http_welby_ctx_t));
+
+    ctx->step = &ngx_http_welby_no_step;
 
     cln->handler = ngx_http_welby_cleanup;
 
