@@ -38,17 +38,38 @@ welby_reason_e
 welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
     const unsigned char *uri, size_t uri_len)
 {
-    size_t         i;
+    size_t         i, seg;
     unsigned char  c, h1, h2;
 
     /*
-     * Once decoded, these bytes mean something different to a gateway
-     * and a backend: an encoded '/' splits or joins path segments, an
-     * encoded '%' decodes twice, '\' is a separator to some servers.
+     * nginx routes on the decoded, normalised path, but a backend behind
+     * "proxy_pass" without a URI part receives the raw one and decodes and
+     * normalises it its own way.  Whatever the two could read differently
+     * is refused: an encoded '/' or '.' (segments and dot segments that
+     * appear only after decoding), an encoded '%' (decoded twice), ''
+     * (a separator to some servers), dot segments and empty segments
+     * (resolved or merged by some servers and not by others).
      */
 
-    for (i = 0; i < raw_len; i++) {
-        c = raw[i];
+    seg = 0;
+
+    for (i = 0; i <= raw_len; i++) {
+        c = (i < raw_len) ? raw[i] : '/';
+
+        if (c == '/') {
+            if (i > 0 && i - seg == 0 && i < raw_len) {
+                return WELBY_REASON_REQUEST_MALFORMED;
+            }
+
+            if ((i - seg == 1 && raw[seg] == '.')
+                || (i - seg == 2 && raw[seg] == '.' && raw[seg + 1] == '.'))
+            {
+                return WELBY_REASON_REQUEST_MALFORMED;
+            }
+
+            seg = i + 1;
+            continue;
+        }
 
         if (c == '\\') {
             return WELBY_REASON_REQUEST_MALFORMED;
@@ -69,7 +90,7 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
             return WELBY_REASON_REQUEST_MALFORMED;
         }
 
-        if ((h1 == '2' && (h2 == 'f' || h2 == '5'))
+        if ((h1 == '2' && (h2 == 'f' || h2 == '5' || h2 == 'e'))
             || (h1 == '5' && h2 == 'c'))
         {
             return WELBY_REASON_REQUEST_MALFORMED;
@@ -86,7 +107,6 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
 
     return WELBY_REASON_NONE;
 }
-
 
 static int
 welby_is_hex(unsigned char c)

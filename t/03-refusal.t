@@ -51,7 +51,7 @@ http {
 }
 EOF
 
-$t->run()->plan(68);
+$t->run()->plan(74);
 
 my $HEX32 = qr/^[0-9a-f]{32}\z/;
 my $ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
@@ -188,6 +188,12 @@ my @malformed = (
     ['/fhir/a%01b', 'encoded 0x01'],
     ['/fhir/a%1Fb', 'encoded 0x1F'],
     ['/fhir/a%7Fb', 'encoded DEL 0x7F'],
+    ['/fhir//Patient', 'an empty segment'],
+    ['/fhir/./Patient', 'a . segment'],
+    ['/fhir/x/../Patient', 'a .. segment'],
+    ['/fhir/Patient/..', 'a trailing .. segment'],
+    ['/fhir/x/%2e%2e/Patient', 'encoded dots %2e%2e'],
+    ['/fhir/x/%2E%2E/Patient', 'encoded dots %2E%2E'],
 );
 
 my $n = 0;

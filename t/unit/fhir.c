@@ -61,6 +61,29 @@ main(void)
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded control character is refused");
     ok(check("/fhir/a%7Fb", "/fhir/a\x7f" "b")
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded DEL is refused");
+    ok(check("/", "/") == WELBY_REASON_NONE, "the root passes");
+    ok(check("/fhir/", "/fhir/") == WELBY_REASON_NONE,
+       "a trailing slash passes");
+    ok(check("/fhir/...", "/fhir/...") == WELBY_REASON_NONE,
+       "three dots are a name, not a dot segment");
+    ok(check("/fhir/Patient/a.b", "/fhir/Patient/a.b") == WELBY_REASON_NONE,
+       "a dot inside an id passes");
+    ok(check("/fhir//Patient", "/fhir/Patient")
+       == WELBY_REASON_REQUEST_MALFORMED, "an empty segment is refused");
+    ok(check("//fhir", "/fhir")
+       == WELBY_REASON_REQUEST_MALFORMED, "a leading empty segment is refused");
+    ok(check("/fhir/./Patient", "/fhir/Patient")
+       == WELBY_REASON_REQUEST_MALFORMED, "a . segment is refused");
+    ok(check("/fhir/x/../Patient", "/fhir/Patient")
+       == WELBY_REASON_REQUEST_MALFORMED, "a .. segment is refused");
+    ok(check("/fhir/Patient/..", "/fhir/")
+       == WELBY_REASON_REQUEST_MALFORMED, "a trailing .. segment is refused");
+    ok(check("/fhir/Patient/.", "/fhir/Patient/")
+       == WELBY_REASON_REQUEST_MALFORMED, "a trailing . segment is refused");
+    ok(check("/fhir/%2e%2e/admin", "/admin")
+       == WELBY_REASON_REQUEST_MALFORMED, "encoded dots are refused");
+    ok(check("/fhir/a%2Eb", "/fhir/a.b")
+       == WELBY_REASON_REQUEST_MALFORMED, "an upper-case encoded dot is refused");
     ok(welby_fhir_check_path(S("/a%00b"), S("/a\0b"))
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded NUL is refused");
 
