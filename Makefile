@@ -64,7 +64,8 @@ define welby_configure
 	. $(NGINX_SRC)/conf_flags 2>/dev/null || NGX_CONF_FLAGS=(--with-compat \
 	    --with-http_ssl_module --with-http_v2_module \
 	    --with-http_realip_module); \
-	cd $(1) && { [ -x configure ] && c=./configure || c=auto/configure; } && $$c "$${NGX_CONF_FLAGS[@]}" \
+	cd $(1) && { [ -x configure ] && c=./configure || c=auto/configure; } \
+	&& $$c "$${NGX_CONF_FLAGS[@]}" \
 	    --with-cc-opt='$(2)' --with-ld-opt='$(3)' \
 	    --add-dynamic-module=$(CURDIR) > configure.log 2>&1 \
 	|| { grep -E 'error|welby' configure.log; exit 1; }

@@ -26,15 +26,19 @@ main(void)
     memset(id65, 'a', 65);
     id65[65] = '\0';
 
-    ok(welby_fhir_id_valid(S("abc-DEF.123")), "letters, digits, - and . form an id");
-    ok(welby_fhir_id_valid((const unsigned char *) id64, 64), "64 chars is the longest id");
-    ok(!welby_fhir_id_valid((const unsigned char *) id65, 65), "65 chars is too long");
+    ok(welby_fhir_id_valid(S("abc-DEF.123")),
+       "letters, digits, - and . form an id");
+    ok(welby_fhir_id_valid((const unsigned char *) id64, 64),
+       "64 chars is the longest id");
+    ok(!welby_fhir_id_valid((const unsigned char *) id65, 65),
+       "65 chars is too long");
     ok(!welby_fhir_id_valid(S("")), "an empty id is refused");
     ok(!welby_fhir_id_valid(S("a_b")), "underscore is not in the id grammar");
     ok(!welby_fhir_id_valid(S("a/b")), "slash is not in the id grammar");
     ok(!welby_fhir_id_valid(S("a b")), "space is not in the id grammar");
     ok(!welby_fhir_id_valid(S("a\"b")), "quote is not in the id grammar");
-    ok(!welby_fhir_id_valid(S("a\xc3\xa9")), "non-ASCII is not in the id grammar");
+    ok(!welby_fhir_id_valid(S("a\xc3\xa9")),
+       "non-ASCII is not in the id grammar");
     ok(!welby_fhir_id_valid(S("a\0b")), "NUL is not in the id grammar");
 
     ok(check("/fhir/Patient/1", "/fhir/Patient/1") == WELBY_REASON_NONE,
@@ -44,7 +48,8 @@ main(void)
     ok(check("/fhir/Patient%2F1", "/fhir/Patient/1")
        == WELBY_REASON_REQUEST_MALFORMED, "an encoded slash is refused");
     ok(check("/fhir/Patient%2f1", "/fhir/Patient/1")
-       == WELBY_REASON_REQUEST_MALFORMED, "a lower-case encoded slash is refused");
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a lower-case encoded slash is refused");
     ok(check("/fhir/%2541", "/fhir/%41")
        == WELBY_REASON_REQUEST_MALFORMED, "an encoded percent is refused");
     ok(check("/fhir/a%5Cb", "/fhir/a\\b")
@@ -58,7 +63,8 @@ main(void)
     ok(check("/fhir/a%zz", "/fhir/a%zz")
        == WELBY_REASON_REQUEST_MALFORMED, "a non-hex escape is refused");
     ok(check("/fhir/a%09b", "/fhir/a\tb")
-       == WELBY_REASON_REQUEST_MALFORMED, "a decoded control character is refused");
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a decoded control character is refused");
     ok(check("/fhir/a%7Fb", "/fhir/a\x7f" "b")
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded DEL is refused");
     ok(check("/", "/") == WELBY_REASON_NONE, "the root passes");
@@ -83,7 +89,8 @@ main(void)
     ok(check("/fhir/%2e%2e/admin", "/admin")
        == WELBY_REASON_REQUEST_MALFORMED, "encoded dots are refused");
     ok(check("/fhir/a%2Eb", "/fhir/a.b")
-       == WELBY_REASON_REQUEST_MALFORMED, "an upper-case encoded dot is refused");
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "an upper-case encoded dot is refused");
     ok(welby_fhir_check_path(S("/a%00b"), S("/a\0b"))
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded NUL is refused");
 

@@ -46,7 +46,8 @@ main(void)
                     && strspn(rs->code, "abcdefghijklmnopqrstuvwxyz_")
                        == strlen(rs->code)
                     && welby_reason_find((const unsigned char *) rs->code,
-                                         strlen(rs->code)) == (welby_reason_e) i;
+                                         strlen(rs->code))
+                       == (welby_reason_e) i;
         statuses_ok &= rs->status >= 400 && rs->status <= 599;
     }
 
