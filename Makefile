@@ -24,7 +24,8 @@ LD_OPT      := -Wl,-z,relro -Wl,-z,now -fPIC
 ASAN_OPT    := -g -O1 -fno-omit-frame-pointer -fPIC \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-DEB_PACKAGES := nginx nginx-dev gcc make libc6-dev libssl-dev libpcre2-dev \
+DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
+                libc6-dev libssl-dev libpcre2-dev \
                 zlib1g-dev libjansson-dev libmaxminddb-dev libmodsecurity-dev \
                 libnginx-mod-http-js openssl curl perl \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
@@ -38,7 +39,7 @@ UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-unit test-e2e test-asan run clean
+.PHONY: all deps test test-unit test-e2e test-asan fuzz fuzz-smoke run clean
 
 all: $(BUILD)/ngx_http_welby_module.so
 
@@ -94,7 +95,32 @@ $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) \
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS) -ljansson
 
-test: test-unit test-e2e
+# libFuzzer targets (clang), one per pure-C parser; FUZZ_SECONDS each.
+FUZZ_SRCS    := $(wildcard t/fuzz/*.c)
+FUZZ_BINS    := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 60
+
+$(BUILD)/fuzz/%: t/fuzz/%.c $(PURE_SRCS) \
+        $(wildcard ngx_welby_module/welby_*.h) | deps
+	@mkdir -p $(BUILD)/fuzz/corpus-$*
+	clang -g -O1 -Ingx_welby_module \
+	    -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ $< $(PURE_SRCS)
+
+fuzz: $(FUZZ_BINS)
+	@set -o pipefail; for f in $(FUZZ_BINS); do \
+	    echo "fuzzing $$(basename $$f) for $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	        -artifact_prefix=$(BUILD)/fuzz/ \
+	        -print_final_stats=1 $$(dirname $$f)/corpus-$$(basename $$f) \
+	        2>&1 | tail -12 || exit 1; \
+	done
+
+# The short run inside make test.
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+test: test-unit fuzz-smoke test-e2e
 
 test-unit: deps $(UNIT_BINS)
 	$(PROVE) $(UNIT_BINS)
