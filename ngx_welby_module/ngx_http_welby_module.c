@@ -20,6 +20,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_welby_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_welby_log_handler(ngx_http_request_t *r);
+static u_char *ngx_http_welby_log_error(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
 static ngx_int_t ngx_http_welby_header_filter(ngx_http_request_t *r);
 static ngx_http_welby_ctx_t *ngx_http_welby_create_ctx(ngx_http_request_t *r);
 static void ngx_http_welby_cleanup(void *data);
@@ -152,6 +154,8 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
     ctx->pipeline_done = 1;
 
+    r->log_handler = ngx_http_welby_log_error;
+
     if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
         ctx->reason = WELBY_REASON_INTERNAL_ERROR;
@@ -226,6 +230,70 @@ ngx_http_welby_log_handler(ngx_http_request_t *r)
                    welby_reason_get(ctx->reason)->code);
 
     return NGX_OK;
+}
+
+
+/*
+ * The error log context of a protected request, in place of
+ * ngx_http_log_error_handler(): the request line, the upstream URI and the
+ * Referer carry query strings, where search parameters put health data
+ * (name=, birthdate=, code=) and careless clients put tokens
+ * (access_token=).  Logged instead: the request id, the method and the
+ * path as sent, percent-encoded (so a decoded control character cannot
+ * forge a log line), the upstream address and the Host.
+ */
+static u_char *
+ngx_http_welby_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                    *p, *q;
+    size_t                     path_len;
+    ngx_http_upstream_t       *u;
+    ngx_http_welby_ctx_t      *ctx;
+    ngx_http_core_srv_conf_t  *cscf;
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+
+    p = ngx_snprintf(buf, len, ", server: %V", &cscf->server_name);
+    len -= p - buf;
+    buf = p;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx && ctx->request_id.len) {
+        p = ngx_snprintf(buf, len, ", request_id: %V", &ctx->request_id);
+        len -= p - buf;
+        buf = p;
+    }
+
+    if (r->unparsed_uri.len) {
+        q = ngx_strlchr(r->unparsed_uri.data,
+                        r->unparsed_uri.data + r->unparsed_uri.len, '?');
+        path_len = q ? (size_t) (q - r->unparsed_uri.data)
+                     : r->unparsed_uri.len;
+
+        p = ngx_snprintf(buf, len, ", request: \"%V %*s%s\"",
+                         &r->method_name, path_len, r->unparsed_uri.data,
+                         q ? "?..." : "");
+        len -= p - buf;
+        buf = p;
+    }
+
+    u = sr->upstream;
+
+    if (u && u->peer.name) {
+        p = ngx_snprintf(buf, len, ", upstream: \"%V\"", u->peer.name);
+        len -= p - buf;
+        buf = p;
+    }
+
+    if (r->headers_in.host) {
+        p = ngx_snprintf(buf, len, ", host: \"%V\"",
+                         &r->headers_in.host->value);
+        buf = p;
+    }
+
+    return buf;
 }
 
 
