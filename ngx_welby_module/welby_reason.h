@@ -25,6 +25,45 @@
       "The request is malformed.", NULL)                                    \
     X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "not-supported",       \
       "The method is not allowed.", NULL)                                   \
+    X(TOKEN_MISSING, "token_missing", 401, "login",                         \
+      "An access token is required.", NULL)                                 \
+    X(TOKEN_AMBIGUOUS, "token_ambiguous", 400, "invalid",                   \
+      "The request carries more than one access token.", "invalid_request") \
+    X(TOKEN_IN_QUERY, "token_in_query", 400, "invalid",                     \
+      "Access tokens are not accepted in the query.", "invalid_request")    \
+    X(TOKEN_TOO_LARGE, "token_too_large", 401, "login",                     \
+      "The access token is too large.", "invalid_token")                    \
+    X(TOKEN_MALFORMED, "token_malformed", 401, "login",                     \
+      "The access token is malformed.", "invalid_token")                    \
+    X(TOKEN_ALG, "token_alg", 401, "login",                                 \
+      "The access token algorithm is not accepted.", "invalid_token")       \
+    X(TOKEN_CRIT, "token_crit", 401, "login",                               \
+      "The access token has unsupported critical parameters.",              \
+      "invalid_token")                                                      \
+    X(TOKEN_ISSUER, "token_issuer", 401, "login",                           \
+      "The access token issuer is not accepted.", "invalid_token")          \
+    X(TOKEN_KEY, "token_key", 401, "login",                                 \
+      "The access token key is unknown.", "invalid_token")                  \
+    X(TOKEN_SIGNATURE, "token_signature", 401, "login",                     \
+      "The access token signature is invalid.", "invalid_token")            \
+    X(TOKEN_TYPE, "token_type", 401, "login",                               \
+      "The token is not an access token.", "invalid_token")                 \
+    X(TOKEN_CLAIMS, "token_claims", 401, "login",                           \
+      "The access token claims are incomplete or invalid.",                 \
+      "invalid_token")                                                      \
+    X(TOKEN_EXPIRED, "token_expired", 401, "login",                         \
+      "The access token expired.", "invalid_token")                         \
+    X(TOKEN_NOT_YET_VALID, "token_not_yet_valid", 401, "login",             \
+      "The access token is not valid yet.", "invalid_token")                \
+    X(TOKEN_LIFETIME, "token_lifetime", 401, "login",                       \
+      "The access token lifetime is too long.", "invalid_token")            \
+    X(TOKEN_AUDIENCE, "token_audience", 401, "login",                       \
+      "The access token audience is not accepted.", "invalid_token")        \
+    X(TOKEN_REVOKED, "token_revoked", 401, "login",                         \
+      "The access token was revoked.", "invalid_token")                     \
+    X(TOKEN_BINDING, "token_binding", 401, "login",                         \
+      "The access token is not bound to this client certificate.",          \
+      "invalid_token")                                                      \
     X(INTERNAL_ERROR, "internal_error", 500, "exception",                   \
       "The request could not be checked.", NULL)
 
