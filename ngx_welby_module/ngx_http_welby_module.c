@@ -27,17 +27,19 @@ static ngx_http_welby_ctx_t *ngx_http_welby_create_ctx(ngx_http_request_t *r);
 static void ngx_http_welby_cleanup(void *data);
 static ngx_int_t ngx_http_welby_request_id(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
-static ngx_int_t ngx_http_welby_remove_header(ngx_http_request_t *r,
-    ngx_list_t *headers, ngx_str_t *name);
+static ngx_uint_t ngx_http_welby_header_match(ngx_table_elt_t *h,
+    ngx_array_t *names, ngx_str_t *prefix);
 static void ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name);
-static ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
-    ngx_str_t *key, ngx_str_t *value);
 static ngx_int_t ngx_http_welby_refuse(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_welby_init_process(ngx_cycle_t *cycle);
+static void ngx_http_welby_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_welby_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_welby_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -67,6 +69,62 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       offsetof(ngx_http_welby_loc_conf_t, mode),
       &ngx_http_welby_modes },
 
+    { ngx_string("welby_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_welby_issuer,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_token_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_welby_token_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_revocation"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_welby_revocation,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_token_source,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_token_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, token_max_size),
+      NULL },
+
+    { ngx_string("welby_token_binding"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, token_binding),
+      NULL },
+
+    { ngx_string("welby_realm"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, realm),
+      NULL },
+
+    { ngx_string("welby_strip_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_strip_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, strip_headers),
+      NULL },
+
       ngx_null_command
 };
 
@@ -93,10 +151,10 @@ ngx_module_t  ngx_http_welby_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_welby_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_welby_exit_process,           /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -110,6 +168,7 @@ ngx_module_t  ngx_http_welby_module = {
  */
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("classify"), ngx_http_welby_classify },
+    { ngx_string("token"), ngx_http_welby_token },
     { ngx_null_string, NULL }
 };
 
@@ -400,6 +459,7 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
     u_char            *p;
     ngx_uint_t         i, n;
+    ngx_array_t        names;
     ngx_list_part_t   *part;
     ngx_table_elt_t   *h, *found;
     u_char             rnd[NGX_HTTP_WELBY_REQUEST_ID_BYTES];
@@ -458,8 +518,11 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "welby: client X-Request-Id replaced (%ui)", n);
 
-        if (ngx_http_welby_remove_header(r, &r->headers_in.headers,
-                                         &ngx_http_welby_request_id_header)
+        names.elts = &ngx_http_welby_request_id_header;
+        names.nelts = 1;
+
+        if (ngx_http_welby_remove_headers(r, &r->headers_in.headers, &names,
+                                          NULL)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -481,28 +544,39 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 
 
 /*
- * Rebuilds a request header list without the named header.  The proxy
- * module sends every element of the list whatever its hash, so a request
- * header has to leave the list; the copy is one part long.
+ * Rebuilds a request header list without the headers named in names or
+ * starting with prefix (either may be NULL).  The proxy module sends every
+ * element of the list whatever its hash, so a request header has to leave
+ * the list; the copy is one part long.  A list with nothing to remove is
+ * left as it is.
  */
-static ngx_int_t
-ngx_http_welby_remove_header(ngx_http_request_t *r, ngx_list_t *headers,
-    ngx_str_t *name)
+ngx_int_t
+ngx_http_welby_remove_headers(ngx_http_request_t *r, ngx_list_t *headers,
+    ngx_array_t *names, ngx_str_t *prefix)
 {
-    ngx_uint_t        i, n;
+    ngx_uint_t        i, n, found;
     ngx_list_t        copy;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *e;
 
     n = 0;
+    found = 0;
 
     for (part = &headers->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            found += ngx_http_welby_header_match(&h[i], names, prefix);
+        }
+
         n += part->nelts;
     }
 
-    if (ngx_list_init(&copy, r->pool, n ? n : 1, sizeof(ngx_table_elt_t))
-        != NGX_OK)
-    {
+    if (found == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_list_init(&copy, r->pool, n, sizeof(ngx_table_elt_t)) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -511,9 +585,7 @@ ngx_http_welby_remove_header(ngx_http_request_t *r, ngx_list_t *headers,
 
         for (i = 0; i < part->nelts; i++) {
 
-            if (h[i].key.len == name->len
-                && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
-            {
+            if (ngx_http_welby_header_match(&h[i], names, prefix)) {
                 continue;
             }
 
@@ -533,6 +605,37 @@ ngx_http_welby_remove_header(ngx_http_request_t *r, ngx_list_t *headers,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_welby_header_match(ngx_table_elt_t *h, ngx_array_t *names,
+    ngx_str_t *prefix)
+{
+    ngx_str_t   *name;
+    ngx_uint_t   i;
+
+    if (prefix && h->key.len >= prefix->len
+        && ngx_strncasecmp(h->key.data, prefix->data, prefix->len) == 0)
+    {
+        return 1;
+    }
+
+    if (names == NULL) {
+        return 0;
+    }
+
+    name = names->elts;
+
+    for (i = 0; i < names->nelts; i++) {
+        if (h->key.len == name[i].len
+            && ngx_strncasecmp(h->key.data, name[i].data, name[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -558,7 +661,7 @@ ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name)
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_welby_push_header(ngx_list_t *headers, ngx_str_t *key,
     ngx_str_t *value)
 {
@@ -584,12 +687,13 @@ ngx_http_welby_push_header(ngx_list_t *headers, ngx_str_t *key,
 static ngx_int_t
 ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
-    size_t                 len;
-    ngx_int_t              rc;
-    ngx_buf_t             *b;
-    ngx_str_t              value;
-    ngx_chain_t            out;
-    const welby_reason_t  *reason;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_str_t                   value, realm;
+    ngx_chain_t                 out;
+    const welby_reason_t       *reason;
+    ngx_http_welby_loc_conf_t  *wlcf;
 
     static ngx_str_t  cache_control = ngx_string("Cache-Control");
     static ngx_str_t  no_store = ngx_string("no-store");
@@ -597,9 +701,10 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     static ngx_str_t  methods =
         ngx_string("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     static ngx_str_t  www_authenticate = ngx_string("WWW-Authenticate");
-    static ngx_str_t  realm = ngx_string("welby");
 
     reason = welby_reason_get(ctx->reason);
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+    realm = wlcf->realm;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -730,6 +835,48 @@ ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* welby_strip_header <name> ...: request headers the backend must not
+ * take from the client */
+static char *
+ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_welby_loc_conf_t *wlcf = conf;
+
+    ngx_str_t   *value, *name;
+    ngx_uint_t   i;
+
+    if (wlcf->strip_headers == NULL) {
+        wlcf->strip_headers = ngx_array_create(cf->pool, 4,
+                                               sizeof(ngx_str_t));
+        if (wlcf->strip_headers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0
+            || ngx_strlchr(value[i].data, value[i].data + value[i].len, ':'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid header name \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        name = ngx_array_push(wlcf->strip_headers);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *name = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_welby_preconfiguration(ngx_conf_t *cf)
 {
@@ -774,6 +921,20 @@ ngx_http_welby_init(ngx_conf_t *cf)
 }
 
 
+static ngx_int_t
+ngx_http_welby_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_welby_token_init_process(cycle);
+}
+
+
+static void
+ngx_http_welby_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_welby_token_exit_process(cycle);
+}
+
+
 static void *
 ngx_http_welby_create_main_conf(ngx_conf_t *cf)
 {
@@ -788,7 +949,17 @@ ngx_http_welby_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     wmcf->used = 0;
+     *     wmcf->token_cache = NULL;
+     *     wmcf->revocation = NULL;
+     *     wmcf->watch_interval = 0;
      */
+
+    if (ngx_array_init(&wmcf->issuers, cf->pool, 2,
+                       sizeof(ngx_http_welby_issuer_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
 
     return wmcf;
 }
@@ -804,8 +975,19 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     wlcf->token_name = { 0, NULL };
+     *     wlcf->realm = { 0, NULL };
+     *     wlcf->strip_headers = NULL;
+     */
+
     wlcf->enable = NGX_CONF_UNSET;
     wlcf->mode = NGX_CONF_UNSET_UINT;
+    wlcf->token = NGX_CONF_UNSET_UINT;
+    wlcf->token_max_size = NGX_CONF_UNSET_SIZE;
+    wlcf->token_binding = NGX_CONF_UNSET;
 
     return wlcf;
 }
@@ -821,6 +1003,36 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_uint_value(conf->mode, prev->mode, NGX_HTTP_WELBY_ENFORCE);
+
+    if (conf->token == NGX_CONF_UNSET_UINT) {
+        conf->token = prev->token;
+        conf->token_name = prev->token_name;
+    }
+
+    if (conf->token == NGX_CONF_UNSET_UINT) {
+        conf->token = NGX_HTTP_WELBY_TOKEN_BEARER;
+    }
+
+    ngx_conf_merge_size_value(conf->token_max_size, prev->token_max_size,
+                              8192);
+    ngx_conf_merge_value(conf->token_binding, prev->token_binding, 0);
+    ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
+
+    if (conf->strip_headers == NULL) {
+        conf->strip_headers = prev->strip_headers;
+    }
+
+    if (conf->realm.len == 0
+        || ngx_strlchr(conf->realm.data, conf->realm.data + conf->realm.len,
+                       '"')
+        || ngx_strlchr(conf->realm.data, conf->realm.data + conf->realm.len,
+                       '\\'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid welby_realm \"%V\", it must be "
+                           "non-empty without '\"' or '\\'", &conf->realm);
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->enable) {
         wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);

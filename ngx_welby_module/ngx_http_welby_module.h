@@ -12,6 +12,9 @@
 
 #include "welby_reason.h"
 #include "welby_fhir.h"
+#include "welby_jose.h"
+#include "welby_jwk.h"
+#include "welby_revoke.h"
 
 
 #define NGX_HTTP_WELBY_ENFORCE  0
@@ -26,14 +29,70 @@
 #define NGX_HTTP_WELBY_REQUEST_ID_BYTES  16
 
 
+#define NGX_HTTP_WELBY_TOKEN_OFF     0
+#define NGX_HTTP_WELBY_TOKEN_BEARER  1
+#define NGX_HTTP_WELBY_TOKEN_HEADER  2
+#define NGX_HTTP_WELBY_TOKEN_COOKIE  3
+
+
+/* A file a worker watches for changes (keys, the revocation list). */
+typedef struct {
+    ngx_str_t                   path;       /* NUL-terminated */
+    ngx_msec_t                  interval;   /* 0: only on reload */
+    time_t                      mtime;
+    off_t                       size;
+    ngx_file_uniq_t             uniq;
+    time_t                      failed_mtime;
+} ngx_http_welby_watch_t;
+
+
+typedef struct {
+    ngx_str_t                   iss;
+    ngx_uint_t                  index;
+
+    ngx_http_welby_watch_t      keys_file;
+    ngx_flag_t                  secret;
+    welby_alg_e                 pem_alg;
+    char                       *kid;
+    unsigned                    allowed;        /* WELBY_ALG_BIT mask */
+    welby_keyset_t             *keys;
+    welby_keyset_t             *keys_conf;      /* loaded by nginx -t */
+
+    welby_token_rules_t         rules;
+
+    /* SHA-256 over the rules: cached tokens checked under other rules
+     * are checked again */
+    u_char                      rules_hash[32];
+} ngx_http_welby_issuer_t;
+
+
 typedef struct {
     ngx_flag_t                  used;
+
+    ngx_array_t                 issuers;    /* ngx_http_welby_issuer_t */
+
+    ngx_shm_zone_t             *token_cache;
+    time_t                      token_cache_ttl;
+
+    ngx_http_welby_watch_t      revocation_file;
+    welby_revocation_t         *revocation;
+    welby_revocation_t         *revocation_conf;
+
+    ngx_event_t                 watch_event;
+    ngx_msec_t                  watch_interval;
 } ngx_http_welby_main_conf_t;
 
 
 typedef struct {
     ngx_flag_t                  enable;
     ngx_uint_t                  mode;
+
+    ngx_uint_t                  token;          /* NGX_HTTP_WELBY_TOKEN_* */
+    ngx_str_t                   token_name;     /* header or cookie name */
+    size_t                      token_max_size;
+    ngx_flag_t                  token_binding;
+    ngx_str_t                   realm;
+    ngx_array_t                *strip_headers;  /* ngx_str_t */
 } ngx_http_welby_loc_conf_t;
 
 
@@ -45,7 +104,14 @@ typedef struct {
     welby_reason_e              reason;
     ngx_uint_t                  decision;
 
+    /* the verified token; strings live in the request pool */
+    welby_claims_t              claims;
+    welby_str_t                 payload;        /* decoded claims JSON */
+    ngx_http_welby_issuer_t    *issuer;
+
     unsigned                    pipeline_done:1;
+    unsigned                    token_valid:1;
+    unsigned                    token_cached:1;
 } ngx_http_welby_ctx_t;
 
 
@@ -67,6 +133,33 @@ ngx_http_welby_ctx_t *ngx_http_welby_get_ctx(ngx_http_request_t *r);
 /* ngx_http_welby_fhir.c */
 welby_reason_e ngx_http_welby_classify(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* ngx_http_welby_token.c */
+char *ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_welby_token_source(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+welby_reason_e ngx_http_welby_token(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+ngx_int_t ngx_http_welby_token_init_process(ngx_cycle_t *cycle);
+void ngx_http_welby_token_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_welby_cache.c */
+char *ngx_http_welby_token_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_welby_cache_get(ngx_http_request_t *r,
+    ngx_http_welby_main_conf_t *wmcf, u_char *hash, ngx_http_welby_ctx_t *ctx,
+    welby_jose_header_t *header, u_char *thumbprint, u_char *rules_hash);
+void ngx_http_welby_cache_put(ngx_http_request_t *r,
+    ngx_http_welby_main_conf_t *wmcf, u_char *hash, welby_token_t *token,
+    ngx_http_welby_issuer_t *issuer, const welby_key_t *key);
+
+/* ngx_http_welby_module.c */
+ngx_int_t ngx_http_welby_remove_headers(ngx_http_request_t *r,
+    ngx_list_t *headers, ngx_array_t *names, ngx_str_t *prefix);
+ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
+    ngx_str_t *key, ngx_str_t *value);
 
 /* ngx_http_welby_variables.c */
 ngx_int_t ngx_http_welby_add_variables(ngx_conf_t *cf);

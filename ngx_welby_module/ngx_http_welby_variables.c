@@ -6,12 +6,18 @@
 
 #include "ngx_http_welby_module.h"
 
+#include <jansson.h>
+
 
 static ngx_int_t ngx_http_welby_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_welby_decision_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_welby_reason_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_welby_claim_str_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_welby_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_welby_set_variable(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
@@ -30,6 +36,42 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
     { ngx_string("welby_reason"), NULL,
       ngx_http_welby_reason_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_sub"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, sub),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_client_id"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, client_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_iss"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, iss),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_jti"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, jti),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_scope"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, scope),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_patient"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, patient),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_fhir_user"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, fhir_user),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_amr"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, amr),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_claim_"), NULL,
+      ngx_http_welby_claim_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
 
       ngx_http_null_variable
 };
@@ -118,6 +160,160 @@ ngx_http_welby_reason_variable(ngx_http_request_t *r,
 
     code = welby_reason_get(ctx->reason)->code;
     ngx_http_welby_set_variable(v, (u_char *) code, ngx_strlen(code));
+
+    return NGX_OK;
+}
+
+
+/* A claim of the verified token; empty (not found) without one. */
+static ngx_int_t
+ngx_http_welby_claim_str_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    welby_str_t           *s;
+    ngx_http_welby_ctx_t  *ctx;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL || !ctx->token_valid) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = (welby_str_t *) ((u_char *) &ctx->claims + data);
+
+    if (s->data == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_welby_set_variable(v, (u_char *) s->data, s->len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * $welby_claim_<name>: any top-level claim of the verified token.  A
+ * string as it is, a number as text, an array of strings joined by
+ * spaces; anything else, or a string with a control character (the value
+ * may end up in a header or a log line), is not found.  The claims are
+ * parsed again only when such a variable is read.
+ */
+static ngx_int_t
+ngx_http_welby_claim_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *name = (ngx_str_t *) data;
+
+    u_char                *p;
+    size_t                 i, len, n;
+    json_t                *doc, *claim, *item;
+    ngx_str_t              key;
+    const char            *str;
+    ngx_http_welby_ctx_t  *ctx;
+    u_char                 buf[NGX_INT64_LEN + 32];
+
+    v->not_found = 1;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL || !ctx->token_valid || ctx->payload.data == NULL) {
+        return NGX_OK;
+    }
+
+    key.len = name->len - (sizeof("welby_claim_") - 1);
+    key.data = ngx_pnalloc(r->pool, key.len + 1);
+    if (key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_cpystrn(key.data, name->data + sizeof("welby_claim_") - 1,
+                       key.len + 1);
+
+    doc = json_loadb((const char *) ctx->payload.data, ctx->payload.len,
+                     JSON_REJECT_DUPLICATES, NULL);
+    if (doc == NULL) {
+        return NGX_OK;
+    }
+
+    claim = json_object_get(doc, (const char *) key.data);
+
+    p = NULL;
+    len = 0;
+
+    if (json_is_string(claim)) {
+        str = json_string_value(claim);
+        len = json_string_length(claim);
+
+        p = ngx_pnalloc(r->pool, len ? len : 1);
+        if (p != NULL) {
+            ngx_memcpy(p, str, len);
+        }
+
+    } else if (json_is_integer(claim)) {
+        p = buf;
+        len = ngx_sprintf(buf, "%L", (int64_t) json_integer_value(claim))
+              - buf;
+
+    } else if (json_is_real(claim)) {
+        len = snprintf((char *) buf, sizeof(buf), "%.17g",
+                       json_real_value(claim));
+        p = buf;
+
+    } else if (json_is_array(claim) && json_array_size(claim)) {
+        len = 0;
+
+        json_array_foreach(claim, i, item) {
+            if (!json_is_string(item)) {
+                len = 0;
+                break;
+            }
+
+            len += json_string_length(item) + 1;
+        }
+
+        if (len) {
+            p = ngx_pnalloc(r->pool, len);
+
+            if (p != NULL) {
+                n = 0;
+
+                json_array_foreach(claim, i, item) {
+                    if (n) {
+                        p[n++] = ' ';
+                    }
+
+                    n = ngx_cpymem(p + n, json_string_value(item),
+                                   json_string_length(item))
+                        - p;
+                }
+
+                len = n;
+            }
+        }
+    }
+
+    if (p != NULL && p == buf) {
+        p = ngx_pnalloc(r->pool, len);
+        if (p != NULL) {
+            ngx_memcpy(p, buf, len);
+        }
+    }
+
+    json_decref(doc);
+
+    if (p == NULL || len == 0) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            return NGX_OK;
+        }
+    }
+
+    ngx_http_welby_set_variable(v, p, len);
 
     return NGX_OK;
 }

@@ -27,6 +27,7 @@ typedef struct {
 
     EVP_PKEY             *pkey;         /* RS*, PS*, ES*, EdDSA */
     const EVP_MD         *md;           /* fetched once; NULL for EdDSA */
+    void                 *order;        /* ES*: the group order, a BIGNUM */
     unsigned char        *secret;       /* HS* */
     size_t                secret_len;
 

@@ -23,6 +23,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_token off;    # tokens: t/10-token.t
 
     server {
         listen 127.0.0.1:%%PORT_8080%%;

@@ -3,6 +3,8 @@
 # `make run`'s demo, started by its own script on free ports: it serves the
 # demo FHIR data over TLS and HTTP/2 through the module, refuses what the
 # module refuses, redirects plain HTTP with 308, and stops cleanly on Ctrl-C.
+# Its /fhir/ resources need an access token of the demo issuer, whose keys
+# conf/demo/run makes and conf/demo/mint-token signs with.
 
 use strict;
 use warnings;
@@ -40,7 +42,7 @@ for (1 .. 100) {
     sleep 0.1;
 }
 
-plan(tests => 12);
+plan(tests => 18);
 
 ok($up, 'the demo listens on its HTTPS port')
     or diag($t->read_file('demo.out'));
@@ -56,26 +58,65 @@ sub curl {
 my $out = $t->read_file('demo.out');
 like($out, qr{curl --cacert \S+ \Q$base\E/fhir/Patient/p1},
     'the demo prints ready-to-paste curl commands');
+like($out, qr{Authorization: Bearer .*mint-token},
+    'the printed commands mint their tokens with conf/demo/mint-token');
 
-my $p = eval { decode_json(curl("$base/fhir/Patient/p1")) };
+# the issuer keys: private halves 0600, the JWKS public only
+my @mode = map { (stat "$dir/keys/$_.key")[2] } qw(rs256 es256 eddsa);
+my $jwks = eval { decode_json($t->read_file('demo/keys/jwks.json')) };
+my @algs = sort map { $_->{alg} } @{ $jwks && $jwks->{keys} || [] };
+ok(@mode == 3 && !grep({ !defined || ($_ & 0777) != 0600 } @mode)
+    && "@algs" eq 'ES256 EdDSA RS256'
+    && !grep({ exists $_->{d} } @{ $jwks->{keys} }),
+    'the demo made RS256, ES256 and EdDSA issuer keys: private PEMs 0600, '
+    . 'jwks.json with public keys only') or diag(explain [\@mode, $jwks]);
+
+# WELBY_DEMO_DIR (set above) tells mint-token where the keys are
+my $mint = "$FindBin::Bin/../conf/demo/mint-token";
+sub mint { my $tk = `$mint @_`; chomp $tk; return $tk }
+my $tok = mint("--sub p1 --patient p1 --scope 'patient/*.read' "
+    . "--amr pwd,otp --ttl 300 --alg ES256");
+like($tok, qr/^[\w-]+\.[\w-]+\.[\w-]+$/, 'mint-token prints a JWS token');
+my $auth = "-H 'Authorization: Bearer $tok'";
+
+my $r = curl("-i $base/fhir/Patient/p1");
+my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+my $oo = eval { decode_json($body // '') };
+ok($r =~ m{^HTTP/\S+ 401 }
+    && $r =~ m{^www-authenticate: Bearer realm="welby"\r?$}mi
+    && $oo && $oo->{issue}[0]{details}{coding}[0]{code} eq 'token_missing',
+    'no token: 401 token_missing with a Bearer challenge') or diag($r);
+
+my @got = map {
+    my $tk = mint("--alg $_ --sub p1 --patient p1 --keys $dir/keys");
+    curl("-o /dev/null -w '%{http_code}' -H 'Authorization: Bearer $tk' "
+        . "$base/fhir/Patient/p1");
+} qw(RS256 ES256 EdDSA);
+is("@got", '200 200 200',
+    'tokens minted with the RS256, ES256 and EdDSA demo keys: 200');
+
+$r = curl("-o /dev/null -w '%{http_code}' $base/fhir/metadata");
+is($r, '200', '/fhir/metadata is public: 200 without a token');
+
+my $p = eval { decode_json(curl("$auth $base/fhir/Patient/p1")) };
 is($p && $p->{resourceType}, 'Patient',
     'a demo Patient is served over TLS, verified against the demo CA');
 
-my $h = curl("--http2 -sI $base/fhir/Patient/p2");
+my $h = curl("--http2 -sI $auth $base/fhir/Patient/p2");
 like($h, qr{^HTTP/2 200}m, 'HTTP/2 is negotiated with ALPN');
 like($h, qr{^x-request-id: [0-9a-f]{32}\r?$}mi,
     'the demo answers with a generated request id');
 
-$h = curl("-i -H 'X-Request-Id: demo-1' $base/fhir/Condition/c1");
+$h = curl("-i $auth -H 'X-Request-Id: demo-1' $base/fhir/Condition/c1");
 like($h, qr{^x-request-id: demo-1\r?$}mi,
     'a valid client request id travels through the demo');
 
-my $r = curl("-X PROPFIND $base/fhir/Patient/p1");
-my $oo = eval { decode_json($r) };
+$r = curl("$auth -X PROPFIND $base/fhir/Patient/p1");
+$oo = eval { decode_json($r) };
 is($oo && $oo->{issue}[0]{details}{coding}[0]{code}, 'method_not_allowed',
     'the module refuses PROPFIND with an OperationOutcome');
 
-$r = curl("-o /dev/null -w '%{http_code}' '$base/fhir/Patient%2Fp1'");
+$r = curl("$auth -o /dev/null -w '%{http_code}' '$base/fhir/Patient%2Fp1'");
 is($r, '400', 'the module refuses an encoded slash with 400');
 
 $h = curl("-i http://localhost:$http/fhir/Patient/p1?x=1");
