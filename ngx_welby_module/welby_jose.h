@@ -161,10 +161,13 @@ typedef struct {
  *                                 characters, or too long); aud not a
  *                                 string or an array of 1..WELBY_AUD_MAX
  *                                 strings; exp, nbf, iat not numbers in
- *                                 0..2^53; amr not an array of strings;
+ *                                 0..2^53; amr not an array of strings
+ *                                 (each non-empty and without spaces,
+ *                                 as they are joined by spaces);
  *                                 cnf not an object holding exactly a
  *                                 base64url "x5t#S256" of 32 bytes;
  *                                 kid or typ in the header not a string
+ *                                 (with the same limits as claims)
  */
 welby_reason_e welby_token_parse(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch);
@@ -193,7 +196,9 @@ typedef struct {
  *   WELBY_REASON_TOKEN_CLAIMS         a rules->required claim is absent
  *   WELBY_REASON_TOKEN_EXPIRED        now > exp + leeway
  *   WELBY_REASON_TOKEN_NOT_YET_VALID  now + leeway < nbf, or < iat
- *   WELBY_REASON_TOKEN_LIFETIME       exp - iat > max_lifetime (when set)
+ *   WELBY_REASON_TOKEN_LIFETIME       exp - iat > max_lifetime (when set;
+ *                                     no exp exceeds it, no iat counts
+ *                                     from now)
  *   WELBY_REASON_TOKEN_AUDIENCE       no aud equals a configured audience
  *
  * The issuer is matched by the caller, which selected the rules by iss.

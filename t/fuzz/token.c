@@ -1,0 +1,292 @@
+/*
+ * libFuzzer target: the JWS compact parser and the claim checks.  The
+ * input is tried twice: as a raw token, and as JSON text that becomes a
+ * well-formed token (header and payload split at the first NUL, else a
+ * fixed header), so the fuzzer reaches the claims without having to
+ * invent base64url.  Besides crashes, leaks and sanitizer reports it
+ * aborts when a parsed token breaks what welby_jose.h promises.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "welby_b64.h"
+#include "welby_jose.h"
+
+
+#define FUZZ_HDR  "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}"
+
+
+static void
+check_str(const welby_str_t *s, const unsigned char *scratch, size_t size,
+    size_t max, int text)
+{
+    size_t  i;
+
+    if (s->data == NULL) {
+        if (s->len != 0) {
+            abort();
+        }
+
+        return;
+    }
+
+    if (s->data < scratch || s->len > size
+        || (size_t) (s->data - scratch) > size - s->len)
+    {
+        abort();
+    }
+
+    if (s->len > max) {
+        abort();
+    }
+
+    for (i = 0; text && i < s->len; i++) {
+        if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
+            abort();
+        }
+    }
+}
+
+
+static int
+check_date(const welby_claims_t *c, unsigned bit, int64_t v)
+{
+    return !(c->present & bit) || (v >= 0 && v <= 9007199254740992LL);
+}
+
+
+static void
+check_part(const welby_str_t *decoded, const unsigned char *src, size_t len)
+{
+    size_t          n;
+    unsigned char  *buf;
+
+    buf = malloc(welby_b64url_decoded_max(len) + 1);
+    if (buf == NULL) {
+        abort();
+    }
+
+    if (welby_b64url_decode(buf, &n, src, len) != 0 || n != decoded->len
+        || memcmp(buf, decoded->data, n) != 0)
+    {
+        abort();
+    }
+
+    free(buf);
+}
+
+
+static void
+check_token(const welby_token_t *t, const unsigned char *data, size_t size,
+    const unsigned char *scratch)
+{
+    size_t                 i, dot1, dot2, ndots, ssize;
+    int64_t                now;
+    welby_str_t            aud[2];
+    welby_reason_e         rc;
+    welby_token_rules_t    rules;
+    const welby_claims_t  *c;
+
+    ssize = welby_token_scratch_size(size);
+    c = &t->claims;
+
+    /* the signing input ends right before the second and last '.' */
+
+    ndots = 0;
+    dot1 = dot2 = 0;
+
+    for (i = 0; i < size; i++) {
+        if (data[i] == '.') {
+            if (ndots++ == 0) {
+                dot1 = i;
+
+            } else {
+                dot2 = i;
+            }
+        }
+    }
+
+    if (ndots != 2 || t->signing_input.data != data
+        || t->signing_input.len != dot2)
+    {
+        abort();
+    }
+
+    check_part(&t->payload, data + dot1 + 1, dot2 - dot1 - 1);
+    check_part(&t->signature, data + dot2 + 1, size - dot2 - 1);
+
+    if (t->signature.len == 0 || t->payload.len == 0) {
+        abort();
+    }
+
+    if (t->header.alg == WELBY_ALG_UNKNOWN
+        || (unsigned) t->header.alg >= WELBY_ALG_COUNT
+        || welby_alg_name(t->header.alg) == NULL)
+    {
+        abort();
+    }
+
+    check_str(&t->payload, scratch, ssize, ssize, 0);
+    check_str(&t->signature, scratch, ssize, ssize, 0);
+    check_str(&t->header.kid, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&t->header.typ, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->iss, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->sub, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->client_id, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->jti, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->scope, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->patient, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->fhir_user, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    check_str(&c->amr, scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+
+    if (c->naud > WELBY_AUD_MAX
+        || ((c->present & WELBY_CLAIM_AUD) != 0) != (c->naud > 0))
+    {
+        abort();
+    }
+
+    for (i = 0; i < c->naud; i++) {
+        if (c->aud[i].data == NULL) {
+            abort();
+        }
+
+        check_str(&c->aud[i], scratch, ssize, WELBY_CLAIM_STR_MAX, 1);
+    }
+
+    if (((c->present & WELBY_CLAIM_ISS) != 0) != (c->iss.data != NULL)
+        || ((c->present & WELBY_CLAIM_SUB) != 0) != (c->sub.data != NULL)
+        || ((c->present & WELBY_CLAIM_AMR) != 0) != (c->amr.data != NULL)
+        || !check_date(c, WELBY_CLAIM_EXP, c->exp)
+        || !check_date(c, WELBY_CLAIM_NBF, c->nbf)
+        || !check_date(c, WELBY_CLAIM_IAT, c->iat))
+    {
+        abort();
+    }
+
+    /* the checks, with rules and clocks taken from the token itself */
+
+    aud[0].data = (const unsigned char *) "https://fhir.example";
+    aud[0].len = sizeof("https://fhir.example") - 1;
+    aud[1] = c->naud ? c->aud[c->naud - 1] : aud[0];
+
+    now = (c->present & WELBY_CLAIM_EXP) ? c->exp : (int64_t) size;
+
+    for (i = 0; i < 8; i++) {
+        memset(&rules, 0, sizeof(welby_token_rules_t));
+
+        rules.audiences = aud;
+        rules.naudiences = i % 3;
+        rules.leeway = (i & 4) ? INT64_MAX : (int64_t) (i * 30);
+        rules.max_lifetime = (i & 1) ? 3600 : 0;
+        rules.typ = (i & 2) ? WELBY_TYP_JWT : WELBY_TYP_AT_JWT;
+        rules.required = (i & 1) ? WELBY_CLAIMS_RFC9068 : 0;
+
+        rc = welby_token_check(&rules, &t->header, c,
+                               (i & 4) ? INT64_MIN + (int64_t) i : now);
+
+        switch (rc) {
+
+        case WELBY_REASON_NONE:
+            if (rules.naudiences == 0
+                || !(c->present & WELBY_CLAIM_CLIENT_ID)
+                || (c->present & (WELBY_CLAIM_NONCE | WELBY_CLAIM_AT_HASH))
+                || (rules.required & ~c->present))
+            {
+                abort();
+            }
+            break;
+
+        case WELBY_REASON_TOKEN_TYPE:
+        case WELBY_REASON_TOKEN_CLAIMS:
+        case WELBY_REASON_TOKEN_EXPIRED:
+        case WELBY_REASON_TOKEN_NOT_YET_VALID:
+        case WELBY_REASON_TOKEN_LIFETIME:
+        case WELBY_REASON_TOKEN_AUDIENCE:
+            break;
+
+        default:
+            abort();
+        }
+    }
+}
+
+
+static void
+run(const unsigned char *data, size_t size)
+{
+    unsigned char   *scratch;
+    welby_token_t    t;
+    welby_reason_e   rc;
+
+    /* exactly the documented size, so ASan sees any overrun */
+
+    scratch = malloc(welby_token_scratch_size(size));
+    if (scratch == NULL) {
+        abort();
+    }
+
+    rc = welby_token_parse(&t, data, size, scratch);
+
+    switch (rc) {
+
+    case WELBY_REASON_NONE:
+        check_token(&t, data, size, scratch);
+        break;
+
+    case WELBY_REASON_TOKEN_MALFORMED:
+    case WELBY_REASON_TOKEN_ALG:
+    case WELBY_REASON_TOKEN_CRIT:
+    case WELBY_REASON_TOKEN_CLAIMS:
+        break;
+
+    default:
+        abort();
+    }
+
+    free(scratch);
+}
+
+
+int
+LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    size_t                hlen, plen, n;
+    unsigned char        *tok;
+    const unsigned char  *header, *payload, *nul;
+
+    run(data, size);
+
+    nul = memchr(data, '\0', size);
+
+    if (nul != NULL) {
+        header = data;
+        hlen = (size_t) (nul - data);
+        payload = nul + 1;
+        plen = size - hlen - 1;
+
+    } else {
+        header = (const unsigned char *) FUZZ_HDR;
+        hlen = sizeof(FUZZ_HDR) - 1;
+        payload = data;
+        plen = size;
+    }
+
+    tok = malloc(welby_b64url_encoded_len(hlen)
+                 + welby_b64url_encoded_len(plen) + 6);
+    if (tok == NULL) {
+        abort();
+    }
+
+    n = welby_b64url_encode(tok, header, hlen);
+    tok[n++] = '.';
+    n += welby_b64url_encode(tok + n, payload, plen);
+    tok[n++] = '.';
+    n += welby_b64url_encode(tok + n, (const unsigned char *) "sig", 3);
+
+    run(tok, n);
+
+    free(tok);
+
+    return 0;
+}
