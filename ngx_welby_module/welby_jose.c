@@ -292,8 +292,16 @@ welby_part_decode(welby_scratch_t *s, welby_str_t *dst,
     size_t          n;
     unsigned char  *p;
 
+    /*
+     * An empty part is canonical base64url of nothing: an empty header
+     * or payload then fails as JSON, and an empty signature reaches the
+     * alg check ("none" tokens end with '.') and the length check.
+     */
+
     if (len == 0) {
-        return WELBY_REASON_TOKEN_MALFORMED;
+        dst->data = s->pos;
+        dst->len = 0;
+        return WELBY_REASON_NONE;
     }
 
     /* the decoder may need its upper bound; only n bytes are kept */

@@ -253,8 +253,13 @@ test_structure(void)
        "five parts (JWE compact) are malformed");
 
     build(HDR, PAYLOAD, "");
-    ok(parse_raw(tok, tok_len) == WELBY_REASON_TOKEN_MALFORMED,
-       "an empty signature is malformed");
+    ok(parse_raw(tok, tok_len) == WELBY_REASON_NONE
+       && t.signature.len == 0,
+       "an empty signature parses, to fail the length check later");
+
+    build("{\"alg\":\"none\"}", PAYLOAD, "");
+    ok(parse_raw(tok, tok_len) == WELBY_REASON_TOKEN_ALG,
+       "an unsecured JWT (alg none, empty signature) is refused by alg");
 
     build("", PAYLOAD, "s");
     ok(parse_raw(tok, tok_len) == WELBY_REASON_TOKEN_MALFORMED,
