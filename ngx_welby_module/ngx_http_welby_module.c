@@ -40,6 +40,7 @@ static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init_process(ngx_cycle_t *cycle);
 static void ngx_http_welby_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_welby_md_cleanup(void *data);
 static void *ngx_http_welby_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_welby_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -457,12 +458,12 @@ ngx_http_welby_cleanup(void *data)
 static ngx_int_t
 ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
-    u_char            *p;
-    ngx_uint_t         i, n;
-    ngx_array_t        names;
-    ngx_list_part_t   *part;
-    ngx_table_elt_t   *h, *found;
-    u_char             rnd[NGX_HTTP_WELBY_REQUEST_ID_BYTES];
+    u_char                      *p, *rnd;
+    ngx_uint_t                   i, n;
+    ngx_array_t                  names;
+    ngx_list_part_t             *part;
+    ngx_table_elt_t             *h, *found;
+    ngx_http_welby_main_conf_t  *wmcf;
 
     n = 0;
     found = NULL;
@@ -501,14 +502,40 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (RAND_bytes(rnd, NGX_HTTP_WELBY_REQUEST_ID_BYTES) != 1) {
-        ngx_ssl_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "welby: RAND_bytes() failed");
-        return NGX_ERROR;
+    /*
+     * RAND_bytes() costs about as much per call as per page (it checks
+     * for a fork each time), so a worker draws a page and hands it out.
+     */
+
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+
+    if (wmcf->random_left < NGX_HTTP_WELBY_REQUEST_ID_BYTES) {
+
+        if (wmcf->random == NULL) {
+            wmcf->random = ngx_palloc(ngx_cycle->pool,
+                                      NGX_HTTP_WELBY_RANDOM_BATCH);
+            if (wmcf->random == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (RAND_bytes(wmcf->random, NGX_HTTP_WELBY_RANDOM_BATCH) != 1) {
+            ngx_ssl_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "welby: RAND_bytes() failed");
+            return NGX_ERROR;
+        }
+
+        wmcf->random_left = NGX_HTTP_WELBY_RANDOM_BATCH;
     }
+
+    wmcf->random_left -= NGX_HTTP_WELBY_REQUEST_ID_BYTES;
+    rnd = wmcf->random + wmcf->random_left;
 
     p = ngx_hex_dump(ctx->request_id_data, rnd,
                      NGX_HTTP_WELBY_REQUEST_ID_BYTES);
+
+    /* used once */
+    ngx_memzero(rnd, NGX_HTTP_WELBY_REQUEST_ID_BYTES);
     ctx->request_id.data = ctx->request_id_data;
     ctx->request_id.len = p - ctx->request_id_data;
 
@@ -935,9 +962,17 @@ ngx_http_welby_exit_process(ngx_cycle_t *cycle)
 }
 
 
+static void
+ngx_http_welby_md_cleanup(void *data)
+{
+    EVP_MD_free(data);
+}
+
+
 static void *
 ngx_http_welby_create_main_conf(ngx_conf_t *cf)
 {
+    ngx_pool_cleanup_t          *cln;
     ngx_http_welby_main_conf_t  *wmcf;
 
     wmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_welby_main_conf_t));
@@ -960,6 +995,23 @@ ngx_http_welby_create_main_conf(ngx_conf_t *cf)
     {
         return NULL;
     }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    /* an implicit fetch on every request would cost a lock and a lookup */
+
+    wmcf->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (wmcf->sha256 == NULL) {
+        ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                      "welby: EVP_MD_fetch(\"SHA256\") failed");
+        return NULL;
+    }
+
+    cln->handler = ngx_http_welby_md_cleanup;
+    cln->data = wmcf->sha256;
 
     return wmcf;
 }

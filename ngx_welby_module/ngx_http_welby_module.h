@@ -27,6 +27,7 @@
 
 /* 16 random bytes, hex: unique enough across nodes without coordination. */
 #define NGX_HTTP_WELBY_REQUEST_ID_BYTES  16
+#define NGX_HTTP_WELBY_RANDOM_BATCH      4096
 
 
 #define NGX_HTTP_WELBY_TOKEN_OFF     0
@@ -80,6 +81,12 @@ typedef struct {
 
     ngx_event_t                 watch_event;
     ngx_msec_t                  watch_interval;
+
+    EVP_MD                     *sha256;     /* fetched once */
+
+    /* random bytes for request ids, drawn from OpenSSL a page at a time */
+    u_char                     *random;
+    size_t                      random_left;
 } ngx_http_welby_main_conf_t;
 
 

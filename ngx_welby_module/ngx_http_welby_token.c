@@ -45,29 +45,38 @@ static ngx_int_t ngx_http_welby_identity_headers(ngx_http_request_t *r,
 
 typedef struct {
     ngx_str_t      name;
+    u_char        *lowcase;
     ngx_uint_t     claim;
     size_t         offset;
 } ngx_http_welby_identity_t;
 
 
 static ngx_http_welby_identity_t  ngx_http_welby_identity[] = {
-    { ngx_string("X-Welby-Sub"), WELBY_CLAIM_SUB,
+    { ngx_string("X-Welby-Sub"), (u_char *) "x-welby-sub",
+      WELBY_CLAIM_SUB,
       offsetof(welby_claims_t, sub) },
-    { ngx_string("X-Welby-Client-Id"), WELBY_CLAIM_CLIENT_ID,
+    { ngx_string("X-Welby-Client-Id"), (u_char *) "x-welby-client-id",
+      WELBY_CLAIM_CLIENT_ID,
       offsetof(welby_claims_t, client_id) },
-    { ngx_string("X-Welby-Iss"), WELBY_CLAIM_ISS,
+    { ngx_string("X-Welby-Iss"), (u_char *) "x-welby-iss",
+      WELBY_CLAIM_ISS,
       offsetof(welby_claims_t, iss) },
-    { ngx_string("X-Welby-Jti"), WELBY_CLAIM_JTI,
+    { ngx_string("X-Welby-Jti"), (u_char *) "x-welby-jti",
+      WELBY_CLAIM_JTI,
       offsetof(welby_claims_t, jti) },
-    { ngx_string("X-Welby-Patient"), WELBY_CLAIM_PATIENT,
+    { ngx_string("X-Welby-Patient"), (u_char *) "x-welby-patient",
+      WELBY_CLAIM_PATIENT,
       offsetof(welby_claims_t, patient) },
-    { ngx_string("X-Welby-Scope"), WELBY_CLAIM_SCOPE,
+    { ngx_string("X-Welby-Scope"), (u_char *) "x-welby-scope",
+      WELBY_CLAIM_SCOPE,
       offsetof(welby_claims_t, scope) },
-    { ngx_string("X-Welby-Fhir-User"), WELBY_CLAIM_FHIR_USER,
+    { ngx_string("X-Welby-Fhir-User"), (u_char *) "x-welby-fhir-user",
+      WELBY_CLAIM_FHIR_USER,
       offsetof(welby_claims_t, fhir_user) },
-    { ngx_string("X-Welby-Amr"), WELBY_CLAIM_AMR,
+    { ngx_string("X-Welby-Amr"), (u_char *) "x-welby-amr",
+      WELBY_CLAIM_AMR,
       offsetof(welby_claims_t, amr) },
-    { ngx_null_string, 0, 0 }
+    { ngx_null_string, NULL, 0, 0 }
 };
 
 
@@ -924,7 +933,7 @@ ngx_http_welby_token(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
 
-    if (EVP_Digest(token.data, token.len, hash, NULL, EVP_sha256(), NULL)
+    if (EVP_Digest(token.data, token.len, hash, NULL, wmcf->sha256, NULL)
         != 1)
     {
         return WELBY_REASON_INTERNAL_ERROR;
@@ -1305,7 +1314,6 @@ static ngx_int_t
 ngx_http_welby_identity_headers(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx)
 {
-    u_char                     *p;
     ngx_str_t                   value;
     welby_str_t                *s;
     ngx_table_elt_t            *h;
@@ -1328,14 +1336,8 @@ ngx_http_welby_identity_headers(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        p = ngx_pnalloc(r->pool, id->name.len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->lowcase_key = p;
-        ngx_strlow(p, id->name.data, id->name.len);
-        h->hash = ngx_hash_key(p, id->name.len);
+        h->lowcase_key = id->lowcase;
+        h->hash = ngx_hash_key(id->lowcase, id->name.len);
     }
 
     return NGX_OK;

@@ -130,6 +130,7 @@ static int welby_key_init(welby_key_t *key, EVP_PKEY *pkey,
     char *err, size_t err_len);
 static int welby_key_check_rsa(EVP_PKEY *pkey, const char *prefix,
     char *err, size_t err_len);
+static int welby_key_verify_ctx(welby_key_t *key);
 static int welby_key_thumbprint(welby_key_t *key);
 static void welby_key_clear(welby_key_t *key);
 static const welby_jwk_curve_t *welby_jwk_curve(welby_kty_e kty,
@@ -1186,10 +1187,63 @@ welby_key_init(welby_key_t *key, EVP_PKEY *pkey, welby_alg_e alg,
         }
     }
 
+    if (a->kty != WELBY_KTY_OKP && welby_key_verify_ctx(key) != 0) {
+        welby_jwk_error(err, err_len, prefix, "OpenSSL cannot verify %s",
+                        a->md);
+        return -1;
+    }
+
     if (welby_key_thumbprint(key) != 0) {
         welby_jwk_error(err, err_len, prefix, "cannot encode the key");
         return -1;
     }
+
+    return 0;
+}
+
+
+static int
+welby_key_verify_ctx(welby_key_t *key)
+{
+    int                     ok;
+    EVP_PKEY_CTX           *ctx;
+    const welby_jwk_alg_t  *a;
+
+    a = &welby_jwk_algs[key->alg];
+
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+    if (ctx == NULL) {
+        return -1;
+    }
+
+    ok = EVP_PKEY_verify_init(ctx) == 1;
+
+    if (ok && a->kty == WELBY_KTY_RSA) {
+        if (a->pss) {
+            /* RFC 7518 section 3.5: MGF1 with the same hash, salt its size */
+            ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0
+                 && EVP_PKEY_CTX_set_signature_md(ctx, key->md) > 0
+                 && EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx,
+                                                     RSA_PSS_SALTLEN_DIGEST)
+                    > 0
+                 && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, key->md) > 0;
+
+        } else {
+            /* the DigestInfo must name this hash */
+            ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0
+                 && EVP_PKEY_CTX_set_signature_md(ctx, key->md) > 0;
+        }
+
+    } else if (ok) {
+        ok = EVP_PKEY_CTX_set_signature_md(ctx, key->md) > 0;
+    }
+
+    if (!ok) {
+        EVP_PKEY_CTX_free(ctx);
+        return -1;
+    }
+
+    key->verify_ctx = ctx;
 
     return 0;
 }
@@ -1309,6 +1363,7 @@ welby_key_clear(welby_key_t *key)
     EVP_MD_free((EVP_MD *) key->md);
 
     BN_free(key->order);
+    EVP_PKEY_CTX_free(key->verify_ctx);
 
     if (key->secret != NULL) {
         OPENSSL_cleanse(key->secret, key->secret_len);
@@ -1362,43 +1417,38 @@ welby_kty_name(welby_kty_e kty)
 }
 
 
-/* RSA PKCS #1 v1.5, RSA-PSS, Ed25519, and ECDSA once in DER. */
+/*
+ * RSA PKCS #1 v1.5, RSA-PSS and ECDSA (once in DER): the input is hashed,
+ * and the hash verified with the key's prepared context.  Ed25519 signs
+ * the message itself, in one shot.
+ */
 
 static int
 welby_verify_evp(const welby_key_t *key, const unsigned char *input,
     size_t input_len, const unsigned char *sig, size_t sig_len)
 {
-    int                     ok;
-    EVP_MD_CTX             *mctx;
-    EVP_PKEY_CTX           *pctx;
-    const welby_jwk_alg_t  *a;
+    int            ok;
+    EVP_MD_CTX    *mctx;
+    unsigned int   md_len;
+    unsigned char  md[EVP_MAX_MD_SIZE];
 
-    a = &welby_jwk_algs[key->alg];
+    if (key->verify_ctx != NULL) {
+
+        if (EVP_Digest(input, input_len, md, &md_len, key->md, NULL) != 1) {
+            return 0;
+        }
+
+        return EVP_PKEY_verify(key->verify_ctx, sig, sig_len, md, md_len)
+               == 1;
+    }
 
     mctx = EVP_MD_CTX_new();
     if (mctx == NULL) {
         return 0;
     }
 
-    pctx = NULL;
-
-    ok = EVP_DigestVerifyInit(mctx, &pctx, key->md, NULL, key->pkey) == 1;
-
-    if (ok && a->kty == WELBY_KTY_RSA) {
-        if (a->pss) {
-            /* RFC 7518 section 3.5: MGF1 with the same hash, salt its size */
-            ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0
-                 && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx,
-                                                     RSA_PSS_SALTLEN_DIGEST)
-                    > 0
-                 && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, key->md) > 0;
-
-        } else {
-            ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) > 0;
-        }
-    }
-
-    ok = ok && EVP_DigestVerify(mctx, sig, sig_len, input, input_len) == 1;
+    ok = EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, key->pkey) == 1
+         && EVP_DigestVerify(mctx, sig, sig_len, input, input_len) == 1;
 
     EVP_MD_CTX_free(mctx);
 

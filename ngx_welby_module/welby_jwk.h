@@ -28,6 +28,13 @@ typedef struct {
     EVP_PKEY             *pkey;         /* RS*, PS*, ES*, EdDSA */
     const EVP_MD         *md;           /* fetched once; NULL for EdDSA */
     void                 *order;        /* ES*: the group order, a BIGNUM */
+
+    /*
+     * RS*, PS*, ES*: an EVP_PKEY_CTX set up once for verification over a
+     * digest (padding, hash, salt), reused by every request of the worker:
+     * setting one up per request costs more than an RSA verification.
+     */
+    void                 *verify_ctx;
     unsigned char        *secret;       /* HS* */
     size_t                secret_len;
 
