@@ -31,6 +31,9 @@ DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
                 libcryptx-perl libmaxmind-db-writer-perl
 
+# What `make bench` needs on top of DEB_PACKAGES.
+BENCH_PACKAGES := wrk
+
 MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.h)
 PURE_SRCS   := $(filter-out ngx_welby_module/ngx_%,\
                  $(wildcard ngx_welby_module/welby_*.c))
@@ -39,7 +42,8 @@ UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps test test-unit test-e2e test-asan fuzz fuzz-smoke run clean
+.PHONY: all deps test test-unit test-e2e test-asan fuzz fuzz-smoke run clean \
+        bench
 
 all: $(BUILD)/ngx_http_welby_module.so
 
@@ -136,6 +140,21 @@ test-asan: deps $(BUILD)/asan/ngx_http_welby_module.so $(UNIT_BINS)
 
 run: all
 	conf/demo/run
+
+# Throughput ratios against plain proxy_pass and the njs anchor, with wrk
+# (conf/bench/run --help); exit status 1 when a floor fails.
+bench: deps all
+	@missing=""; \
+	for p in $(BENCH_PACKAGES); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing missing Debian packages:$$missing"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing; \
+	fi
+	conf/bench/run
 
 clean:
 	rm -rf $(BUILD)

@@ -27,12 +27,26 @@ typedef struct {
 } ngx_http_welby_cache_t;
 
 
+typedef struct ngx_http_welby_cache_node_s  ngx_http_welby_cache_node_t;
+
+
+/*
+ * The tree holds small index nodes, apart from the entries: they share a
+ * few slab pages, so a lookup in a large zone walks memory that stays in
+ * the CPU caches and TLB instead of touching one entry page per level.
+ */
+typedef struct {
+    ngx_rbtree_node_t               node;   /* key: the hash's first bytes */
+    ngx_http_welby_cache_node_t    *entry;
+} ngx_http_welby_cache_index_t;
+
+
 /*
  * Strings are stored in data; in the stored copy, a welby_str_t's data is
  * its offset into data plus one, or NULL when absent.
  */
-typedef struct {
-    ngx_rbtree_node_t               node;
+struct ngx_http_welby_cache_node_s {
+    ngx_http_welby_cache_index_t   *index;
     ngx_queue_t                     queue;
     time_t                          expire;
     u_char                          hash[32];
@@ -44,7 +58,7 @@ typedef struct {
     welby_str_t                     payload;
     size_t                          len;
     u_char                          data[1];
-} ngx_http_welby_cache_node_t;
+};
 
 
 static ngx_int_t ngx_http_welby_cache_init_zone(ngx_shm_zone_t *shm_zone,
@@ -55,6 +69,8 @@ static void ngx_http_welby_cache_expire(ngx_http_welby_cache_t *cache,
     ngx_uint_t force);
 static void ngx_http_welby_cache_delete(ngx_http_welby_cache_t *cache,
     ngx_http_welby_cache_node_t *cn);
+static void *ngx_http_welby_cache_alloc(ngx_http_welby_cache_t *cache,
+    size_t size);
 static ngx_uint_t ngx_http_welby_cache_strings(welby_claims_t *claims,
     welby_str_t **kid, welby_str_t **typ, welby_str_t **payload,
     welby_str_t **out);
@@ -318,11 +334,12 @@ ngx_http_welby_cache_put(ngx_http_request_t *r,
     u_char                       *p;
     size_t                        len;
     time_t                        expire;
-    ngx_uint_t                    i, n;
-    welby_str_t                  *strs[WELBY_AUD_MAX + 16];
-    welby_str_t                  *kid, *typ, *payload;
-    ngx_http_welby_cache_t       *cache;
-    ngx_http_welby_cache_node_t  *cn;
+    ngx_uint_t                     i, n;
+    welby_str_t                   *strs[WELBY_AUD_MAX + 16];
+    welby_str_t                   *kid, *typ, *payload;
+    ngx_http_welby_cache_t        *cache;
+    ngx_http_welby_cache_node_t   *cn;
+    ngx_http_welby_cache_index_t  *ix;
 
     cache = wmcf->token_cache->data;
 
@@ -353,37 +370,41 @@ ngx_http_welby_cache_put(ngx_http_request_t *r,
         len += strs[i]->len;
     }
 
-    ngx_shmtx_lock(&cache->shpool->mutex);
+    /*
+     * No second lookup here: the miss was seen moments ago, and a walk of
+     * a large cold tree costs more than the rare duplicate left by two
+     * workers verifying the same new token at once, which only waits for
+     * the LRU tail.
+     */
 
-    if (ngx_http_welby_cache_lookup(cache, hash)) {
-        /* another worker was first */
-        ngx_shmtx_unlock(&cache->shpool->mutex);
-        return;
-    }
+    ngx_shmtx_lock(&cache->shpool->mutex);
 
     ngx_http_welby_cache_expire(cache, 0);
 
-    cn = ngx_slab_alloc_locked(cache->shpool,
-                               sizeof(ngx_http_welby_cache_node_t) + len);
+    cn = ngx_http_welby_cache_alloc(cache,
+                                    sizeof(ngx_http_welby_cache_node_t) + len);
+    ix = cn ? ngx_http_welby_cache_alloc(cache,
+                                         sizeof(ngx_http_welby_cache_index_t))
+            : NULL;
 
-    if (cn == NULL) {
-        ngx_http_welby_cache_expire(cache, 1);
-
-        cn = ngx_slab_alloc_locked(cache->shpool,
-                                   sizeof(ngx_http_welby_cache_node_t) + len);
-
-        if (cn == NULL) {
-            /* the token was verified; it just is not remembered */
-            ngx_shmtx_unlock(&cache->shpool->mutex);
-
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "welby: token not cached, zone \"%V\" is full",
-                          &cache->name);
-            return;
+    if (ix == NULL) {
+        if (cn) {
+            ngx_slab_free_locked(cache->shpool, cn);
         }
+
+        /* the token was verified; it just is not remembered */
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "welby: token not cached, zone \"%V\" is full",
+                      &cache->name);
+        return;
     }
 
-    ngx_memcpy(&cn->node.key, hash, sizeof(ngx_rbtree_key_t));
+    ngx_memcpy(&ix->node.key, hash, sizeof(ngx_rbtree_key_t));
+    ix->entry = cn;
+    cn->index = ix;
+
     ngx_memcpy(cn->hash, hash, 32);
     ngx_memcpy(cn->thumbprint, key->thumbprint, 32);
     ngx_memcpy(cn->rules_hash, issuer->rules_hash, 32);
@@ -416,7 +437,7 @@ ngx_http_welby_cache_put(ngx_http_request_t *r,
         p += strs[i]->len;
     }
 
-    ngx_rbtree_insert(&cache->sh->rbtree, &cn->node);
+    ngx_rbtree_insert(&cache->sh->rbtree, &ix->node);
     ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
@@ -456,9 +477,9 @@ ngx_http_welby_cache_strings(welby_claims_t *claims, welby_str_t **kid,
 static ngx_http_welby_cache_node_t *
 ngx_http_welby_cache_lookup(ngx_http_welby_cache_t *cache, u_char *hash)
 {
-    ngx_rbtree_key_t              key;
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_welby_cache_node_t  *cn;
+    ngx_rbtree_key_t               key;
+    ngx_rbtree_node_t             *node, *sentinel;
+    ngx_http_welby_cache_node_t   *cn;
 
     ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
 
@@ -477,7 +498,7 @@ ngx_http_welby_cache_lookup(ngx_http_welby_cache_t *cache, u_char *hash)
             continue;
         }
 
-        cn = (ngx_http_welby_cache_node_t *) node;
+        cn = ((ngx_http_welby_cache_index_t *) node)->entry;
 
         if (ngx_memcmp(hash, cn->hash, 32) == 0) {
             return cn;
@@ -533,6 +554,24 @@ ngx_http_welby_cache_delete(ngx_http_welby_cache_t *cache,
     ngx_http_welby_cache_node_t *cn)
 {
     ngx_queue_remove(&cn->queue);
-    ngx_rbtree_delete(&cache->sh->rbtree, &cn->node);
+    ngx_rbtree_delete(&cache->sh->rbtree, &cn->index->node);
+    ngx_slab_free_locked(cache->shpool, cn->index);
     ngx_slab_free_locked(cache->shpool, cn);
+}
+
+
+/* An allocation that evicts the oldest entries once when the zone is full. */
+static void *
+ngx_http_welby_cache_alloc(ngx_http_welby_cache_t *cache, size_t size)
+{
+    void  *p;
+
+    p = ngx_slab_alloc_locked(cache->shpool, size);
+
+    if (p == NULL) {
+        ngx_http_welby_cache_expire(cache, 1);
+        p = ngx_slab_alloc_locked(cache->shpool, size);
+    }
+
+    return p;
 }

@@ -1,0 +1,108 @@
+#!/usr/bin/perl
+
+# The verified-token cache (welby_token_cache): a repeated token is served
+# from the zone, shared by the workers; a full zone evicts the oldest
+# tokens and never refuses a valid one; a reload keeps the zone, and a
+# cached token counts only under the key it was verified with.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Welby::Nginx qw(http_req parse_response);
+use Welby::JWT qw(gen_key jwt write_jwks);
+
+my $t = Welby::Nginx->new();
+my $d = $t->testdir();
+
+plan(skip_all => 'njs (the echo backend) is not installed')
+    unless $t->has_js;
+
+my $ISS = 'https://issuer.test';
+my $AUD = 'https://fhir.test';
+
+my $key = gen_key('ES256', kid => 'k1');
+write_jwks("$d/keys.jwks", $key);
+
+# the smallest zone nginx allows: 8 pages, a few dozen tokens
+$t->write_file_expand('nginx.conf', <<'EOF');
+%%TEST_GLOBALS%%
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    welby_issuer https://issuer.test keys=%%TESTDIR%%/keys.jwks
+                 audience=https://fhir.test;
+    welby_token_cache zone=tokens:32k;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+
+        location / {
+            welby on;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        location / { js_content echo.echo; }
+    }
+}
+EOF
+
+$t->run()->plan(9);
+
+sub token { jwt(key => $_[0], set => { iss => $ISS, aud => $AUD, @_[1 .. $#_] }) }
+
+sub status {
+    my ($tok) = @_;
+    return parse_response(http_req(uri => '/Patient/p1',
+        headers => ["Authorization: Bearer $tok"]))->status;
+}
+
+# "welby: token valid jti:<jti> cached:<0|1>" at debug level
+sub cached_flags {
+    my ($jti) = @_;
+    return join '', map { /cached:(\d)/ ? $1 : () }
+        grep { /welby: token valid jti:\Q$jti\E / }
+        split /\n/, $t->read_file('error.log');
+}
+
+my $first = token($key, jti => 'first');
+
+is(status($first), 200, 'a new token is accepted');
+is(status($first), 200, 'the same token again is accepted');
+is(cached_flags('first'), '01',
+    'the first request verified it, the second found it in the zone');
+
+my @codes;
+for my $i (1 .. 300) {
+    push @codes, status(token($key, jti => "fill-$i"));
+}
+is(scalar(grep { $_ == 200 } @codes), 300,
+    '300 new tokens through a zone of a few dozen: every one accepted');
+
+is(status($first), 200, 'the first token, long evicted, is accepted');
+is(cached_flags('first'), '010',
+    'evicted: verified again, not refused');
+
+# a reload keeps the zone; a rotated key takes its cached tokens with it
+
+my $again = token($key, jti => 'again');
+status($again);
+status($again);
+is(cached_flags('again'), '01', 'a token cached before the reload');
+
+write_jwks("$d/keys.jwks", gen_key('ES256', kid => 'k1'));
+$t->reload();
+
+is(status($again), 401,
+    'after key k1 is rotated and nginx reloaded, its cached token is refused');
+
+unlike($t->read_file('error.log'), qr/ngx_slab_alloc\(\) failed|is full/,
+    'the full zone evicted; it never ran out of memory');
