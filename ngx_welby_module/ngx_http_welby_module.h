@@ -83,6 +83,7 @@ typedef struct {
     ngx_msec_t                  watch_interval;
 
     EVP_MD                     *sha256;     /* fetched once */
+    welby_header_cache_t       *header_cache;   /* per worker */
 
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;

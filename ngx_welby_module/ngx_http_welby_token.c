@@ -1184,7 +1184,14 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    rc = welby_token_parse(&t, token->data, token->len, scratch);
+    if (wmcf->header_cache == NULL) {
+        /* this worker's own, allocated once: its slots must not move */
+        wmcf->header_cache = ngx_pcalloc(ngx_cycle->pool,
+                                         sizeof(welby_header_cache_t));
+    }
+
+    rc = welby_token_parse_cached(&t, token->data, token->len, scratch,
+                                  wmcf->header_cache);
     if (rc != WELBY_REASON_NONE) {
         return rc;
     }

@@ -24,6 +24,15 @@ typedef struct {
 static unsigned char *welby_scratch_alloc(welby_scratch_t *s, size_t n);
 static welby_reason_e welby_part_decode(welby_scratch_t *s, welby_str_t *dst,
     const unsigned char *src, size_t len);
+static welby_reason_e welby_token_parse_payload(welby_token_t *t,
+    const unsigned char *token, size_t len, size_t dot1, size_t dot2,
+    welby_scratch_t *s, welby_header_slot_t *slot);
+static welby_reason_e welby_header_copy(welby_str_t *dst,
+    const welby_str_t *src, welby_scratch_t *s);
+static welby_header_slot_t *welby_header_cache_find(
+    welby_header_cache_t *hc, const unsigned char *encoded, size_t len);
+static void welby_header_cache_add(welby_header_cache_t *hc,
+    const unsigned char *encoded, size_t len, const welby_jose_header_t *h);
 static welby_reason_e welby_json_load(json_t **doc, const welby_str_t *text);
 static size_t welby_json_depth(const unsigned char *p, size_t len);
 static welby_reason_e welby_header_parse(welby_jose_header_t *h,
@@ -94,11 +103,20 @@ welby_reason_e
 welby_token_parse(welby_token_t *t, const unsigned char *token, size_t len,
     unsigned char *scratch)
 {
-    size_t           i, dot1, dot2, ndots;
-    json_t          *hdoc, *pdoc;
-    welby_str_t      htext;
-    welby_reason_e   rc;
-    welby_scratch_t  s;
+    return welby_token_parse_cached(t, token, len, scratch, NULL);
+}
+
+
+welby_reason_e
+welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
+    size_t len, unsigned char *scratch, welby_header_cache_t *hc)
+{
+    size_t                i, dot1, dot2, ndots;
+    json_t               *hdoc, *pdoc;
+    welby_str_t           htext;
+    welby_reason_e        rc;
+    welby_scratch_t       s;
+    welby_header_slot_t  *slot;
 
     memset(t, 0, sizeof(welby_token_t));
 
@@ -142,6 +160,13 @@ welby_token_parse(welby_token_t *t, const unsigned char *token, size_t len,
      * 1.5 * len + a few bytes of rounding, well inside the scratch.
      */
 
+    slot = welby_header_cache_find(hc, token, dot1);
+
+    if (slot != NULL) {
+        return welby_token_parse_payload(t, token, len, dot1, dot2, &s,
+                                         slot);
+    }
+
     rc = welby_part_decode(&s, &htext, token, dot1);
     if (rc != WELBY_REASON_NONE) {
         return rc;
@@ -175,6 +200,7 @@ welby_token_parse(welby_token_t *t, const unsigned char *token, size_t len,
     rc = welby_header_parse(&t->header, hdoc, &s);
 
     if (rc == WELBY_REASON_NONE) {
+        welby_header_cache_add(hc, token, dot1, &t->header);
         rc = welby_claims_parse(&t->claims, pdoc, &s);
     }
 
@@ -182,6 +208,137 @@ welby_token_parse(welby_token_t *t, const unsigned char *token, size_t len,
     json_decref(pdoc);
 
     return rc;
+}
+
+
+/* The rest of welby_token_parse() when the header is known. */
+static welby_reason_e
+welby_token_parse_payload(welby_token_t *t, const unsigned char *token,
+    size_t len, size_t dot1, size_t dot2, welby_scratch_t *s,
+    welby_header_slot_t *slot)
+{
+    json_t          *pdoc;
+    welby_reason_e   rc;
+
+    rc = welby_part_decode(s, &t->payload, token + dot1 + 1,
+                           dot2 - dot1 - 1);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    rc = welby_part_decode(s, &t->signature, token + dot2 + 1,
+                           len - dot2 - 1);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    rc = welby_json_load(&pdoc, &t->payload);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    /* the token owns copies, as after parsing: the slot may be replaced */
+
+    t->header = slot->header;
+
+    rc = welby_header_copy(&t->header.kid, &slot->header.kid, s);
+
+    if (rc == WELBY_REASON_NONE) {
+        rc = welby_header_copy(&t->header.typ, &slot->header.typ, s);
+    }
+
+    if (rc == WELBY_REASON_NONE) {
+        rc = welby_claims_parse(&t->claims, pdoc, s);
+    }
+
+    json_decref(pdoc);
+
+    return rc;
+}
+
+
+static welby_reason_e
+welby_header_copy(welby_str_t *dst, const welby_str_t *src,
+    welby_scratch_t *s)
+{
+    unsigned char  *p;
+
+    if (src->data == NULL) {
+        dst->data = NULL;
+        dst->len = 0;
+        return WELBY_REASON_NONE;
+    }
+
+    p = welby_scratch_alloc(s, src->len);
+    if (p == NULL) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    memcpy(p, src->data, src->len);
+
+    dst->data = p;
+    dst->len = src->len;
+
+    return WELBY_REASON_NONE;
+}
+
+
+static welby_header_slot_t *
+welby_header_cache_find(welby_header_cache_t *hc,
+    const unsigned char *encoded, size_t len)
+{
+    unsigned  i;
+
+    if (hc == NULL || len == 0 || len > WELBY_HEADER_CACHE_MAX) {
+        return NULL;
+    }
+
+    for (i = 0; i < WELBY_HEADER_CACHE_SLOTS; i++) {
+        if (hc->slots[i].len == len
+            && memcmp(hc->slots[i].encoded, encoded, len) == 0)
+        {
+            return &hc->slots[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+welby_header_cache_add(welby_header_cache_t *hc,
+    const unsigned char *encoded, size_t len, const welby_jose_header_t *h)
+{
+    size_t                n;
+    welby_header_slot_t  *slot;
+
+    if (hc == NULL || len == 0 || len > WELBY_HEADER_CACHE_MAX
+        || h->kid.len + h->typ.len > WELBY_HEADER_CACHE_MAX)
+    {
+        return;
+    }
+
+    slot = &hc->slots[hc->next];
+    hc->next = (hc->next + 1) % WELBY_HEADER_CACHE_SLOTS;
+
+    memcpy(slot->encoded, encoded, len);
+    slot->len = len;
+    slot->header = *h;
+
+    n = 0;
+
+    /* the cache is allocated once, so a slot may point into itself */
+
+    if (h->kid.data != NULL) {
+        memcpy(slot->text, h->kid.data, h->kid.len);
+        slot->header.kid.data = slot->text;
+        n += h->kid.len;
+    }
+
+    if (h->typ.data != NULL) {
+        memcpy(slot->text + n, h->typ.data, h->typ.len);
+        slot->header.typ.data = slot->text + n;
+    }
 }
 
 

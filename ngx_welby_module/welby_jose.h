@@ -173,6 +173,33 @@ welby_reason_e welby_token_parse(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch);
 
 
+/*
+ * The tokens of one key share one encoded header, so a worker remembers
+ * the last few headers that parsed cleanly, byte for byte, and skips their
+ * base64url and JSON work.  A hit gives exactly what parsing would.  The
+ * cache must not move once used: slots point into themselves.
+ */
+#define WELBY_HEADER_CACHE_SLOTS  8
+#define WELBY_HEADER_CACHE_MAX    256   /* encoded header bytes cached */
+
+typedef struct {
+    size_t                len;          /* 0: empty */
+    unsigned char         encoded[WELBY_HEADER_CACHE_MAX];
+    welby_jose_header_t   header;       /* kid, typ: into text */
+    unsigned char         text[WELBY_HEADER_CACHE_MAX];
+} welby_header_slot_t;
+
+typedef struct {
+    welby_header_slot_t   slots[WELBY_HEADER_CACHE_SLOTS];
+    unsigned              next;         /* the slot to replace */
+} welby_header_cache_t;
+
+/* welby_token_parse() with a header cache (hc may be NULL). */
+welby_reason_e welby_token_parse_cached(welby_token_t *t,
+    const unsigned char *token, size_t len, unsigned char *scratch,
+    welby_header_cache_t *hc);
+
+
 #define WELBY_TYP_AT_JWT  0   /* "at+jwt" or "application/at+jwt" only */
 #define WELBY_TYP_JWT     1   /* also "JWT" and an absent typ */
 
