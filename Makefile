@@ -47,10 +47,10 @@ UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
 
 all: $(BUILD)/ngx_http_welby_module.so
 
-# Installs only the Debian packages that dpkg says are missing.
-deps:
+# welby_apt PACKAGES: installs only those dpkg says are missing.
+define welby_apt
 	@missing=""; \
-	for p in $(DEB_PACKAGES); do \
+	for p in $(1); do \
 	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -59,6 +59,10 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	        --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call welby_apt,$(DEB_PACKAGES))
 
 # welby_configure DIR CC_OPT LD_OPT: a private copy of the nginx tree, so
 # nothing is ever written under /usr/share.
@@ -144,16 +148,7 @@ run: all
 # Throughput ratios against plain proxy_pass and the njs anchor, with wrk
 # (conf/bench/run --help); exit status 1 when a floor fails.
 bench: deps all
-	@missing=""; \
-	for p in $(BENCH_PACKAGES); do \
-	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "installing missing Debian packages:$$missing"; \
-	    apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	        --no-install-recommends $$missing; \
-	fi
+	$(call welby_apt,$(BENCH_PACKAGES))
 	conf/bench/run
 
 clean:
