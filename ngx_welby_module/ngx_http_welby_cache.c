@@ -12,10 +12,20 @@
 #define NGX_HTTP_WELBY_CACHE_EVICT  16
 
 
+/*
+ * The doorkeeper: a token is stored on its second verification, not its
+ * first, so a stream of tokens used once (a client that gets a new one
+ * per request, or a flood of them) neither pays for being stored nor
+ * evicts the tokens that are used again.  A slot holds a fingerprint of
+ * the last token seen there; workers read and write it without the lock,
+ * and a lost race only costs one more verification.
+ */
 typedef struct {
     ngx_rbtree_t                    rbtree;
     ngx_rbtree_node_t               sentinel;
     ngx_queue_t                     queue;
+    volatile uint32_t              *door;
+    ngx_uint_t                      door_mask;
 } ngx_http_welby_cache_shctx_t;
 
 
@@ -199,6 +209,7 @@ ngx_http_welby_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_welby_cache_t  *ocache = data;
 
     size_t                   len;
+    ngx_uint_t               n;
     ngx_http_welby_cache_t  *cache;
 
     cache = shm_zone->data;
@@ -231,6 +242,17 @@ ngx_http_welby_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&cache->sh->rbtree, &cache->sh->sentinel,
                     ngx_rbtree_insert_value);
+
+    /* a slot per 256 bytes of zone, a power of two */
+
+    for (n = 64; n * 2 <= shm_zone->shm.size / 256; n *= 2) { /* void */ }
+
+    cache->sh->door = ngx_slab_calloc(cache->shpool, n * sizeof(uint32_t));
+    if (cache->sh->door == NULL) {
+        return NGX_ERROR;
+    }
+
+    cache->sh->door_mask = n - 1;
 
     ngx_queue_init(&cache->sh->queue);
 
@@ -441,6 +463,33 @@ ngx_http_welby_cache_put(ngx_http_request_t *r,
     ngx_queue_insert_head(&cache->sh->queue, &cn->queue);
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+/* 1 when a verified token is seen for the second time: store it then. */
+ngx_uint_t
+ngx_http_welby_cache_admit(ngx_http_welby_main_conf_t *wmcf, u_char *hash)
+{
+    uint32_t                         i, fp;
+    volatile uint32_t               *slot;
+    ngx_http_welby_cache_shctx_t    *sh;
+
+    sh = ((ngx_http_welby_cache_t *) wmcf->token_cache->data)->sh;
+
+    ngx_memcpy(&i, hash + 8, sizeof(uint32_t));
+    ngx_memcpy(&fp, hash + 12, sizeof(uint32_t));
+
+    fp |= 1;    /* 0 is an empty slot */
+    slot = &sh->door[i & sh->door_mask];
+
+    if (*slot == fp) {
+        *slot = 0;
+        return 1;
+    }
+
+    *slot = fp;
+
+    return 0;
 }
 
 

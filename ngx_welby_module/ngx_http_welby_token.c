@@ -1237,7 +1237,9 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     rc = welby_token_check(&issuer->rules, &t.header, &t.claims,
                            (int64_t) ngx_time());
 
-    if (rc == WELBY_REASON_NONE && wmcf->token_cache) {
+    if (rc == WELBY_REASON_NONE && wmcf->token_cache
+        && ngx_http_welby_cache_admit(wmcf, hash))
+    {
         ngx_http_welby_cache_put(r, wmcf, hash, &t, issuer, key);
     }
 

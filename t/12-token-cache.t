@@ -1,9 +1,11 @@
 #!/usr/bin/perl
 
 # The verified-token cache (welby_token_cache): a repeated token is served
-# from the zone, shared by the workers; a full zone evicts the oldest
-# tokens and never refuses a valid one; a reload keeps the zone, and a
-# cached token counts only under the key it was verified with.
+# from the zone, shared by the workers, from its third request on (the
+# second verification stores it: tokens used once are never stored); a
+# full zone evicts the oldest tokens and never refuses a valid one; a
+# reload keeps the zone, and a cached token counts only under the key it
+# was verified with.
 
 use strict;
 use warnings;
@@ -55,7 +57,7 @@ http {
 }
 EOF
 
-$t->run()->plan(9);
+$t->run()->plan(12);
 
 sub token { jwt(key => $_[0], set => { iss => $ISS, aud => $AUD, @_[1 .. $#_] }) }
 
@@ -77,28 +79,31 @@ my $first = token($key, jti => 'first');
 
 is(status($first), 200, 'a new token is accepted');
 is(status($first), 200, 'the same token again is accepted');
-is(cached_flags('first'), '01',
-    'the first request verified it, the second found it in the zone');
+is(status($first), 200, 'and a third time');
+is(cached_flags('first'), '001',
+    'the first two requests verified it, the third found it in the zone');
 
 my @codes;
 for my $i (1 .. 300) {
-    push @codes, status(token($key, jti => "fill-$i"));
+    my $fill = token($key, jti => "fill-$i");
+    push @codes, status($fill), status($fill);
 }
-is(scalar(grep { $_ == 200 } @codes), 300,
-    '300 new tokens through a zone of a few dozen: every one accepted');
+is(scalar(grep { $_ == 200 } @codes), 600,
+    '300 new tokens, each sent twice, through a zone of a few dozen: '
+    . 'every one accepted');
 
 is(status($first), 200, 'the first token, long evicted, is accepted');
-is(cached_flags('first'), '010',
+is(cached_flags('first'), '0010',
     'evicted: verified again, not refused');
 
 # a reload keeps the zone; a rotated key takes its cached tokens with it
 
 my $again = token($key, jti => 'again');
-status($again);
-status($again);
-is(cached_flags('again'), '01', 'a token cached before the reload');
+status($again) for 1 .. 3;
+is(cached_flags('again'), '001', 'a token cached before the reload');
 
-write_jwks("$d/keys.jwks", gen_key('ES256', kid => 'k1'));
+my $rotated = gen_key('ES256', kid => 'k1');
+write_jwks("$d/keys.jwks", $rotated);
 $t->reload();
 
 is(status($again), 401,
@@ -106,3 +111,10 @@ is(status($again), 401,
 
 unlike($t->read_file('error.log'), qr/ngx_slab_alloc\(\) failed|is full/,
     'the full zone evicted; it never ran out of memory');
+
+# used once: verified, never stored
+my @once = map { token($rotated, jti => "once-$_") } 1 .. 3;
+is(join(' ', map { status($_) } @once), '200 200 200',
+    'three tokens of the rotated key, each sent once, accepted');
+is(join('', map { cached_flags("once-$_") } 1 .. 3), '000',
+    'tokens sent once each are never found in the zone');
