@@ -91,6 +91,27 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       0,
       NULL },
 
+    { ngx_string("welby_audit_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_welby_audit_log,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_audit_node"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_welby_main_conf_t, audit_node),
+      NULL },
+
+    { ngx_string("welby_audit_query_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_audit_query_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_welby_token_source,
@@ -272,22 +293,54 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Exactly one audit record per request: subrequests are part of their
+ * main request, and the context, found again after internal redirects,
+ * remembers that the record was written.  A request that never reached
+ * the access phase (a rewrite-phase return, an early error) gets its
+ * context and request id here.
+ */
 static ngx_int_t
 ngx_http_welby_log_handler(ngx_http_request_t *r)
 {
-    ngx_http_welby_ctx_t  *ctx;
+    ngx_http_welby_ctx_t       *ctx;
+    ngx_http_welby_loc_conf_t  *wlcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
 
     ctx = ngx_http_welby_get_ctx(r);
 
     if (ctx == NULL) {
+        wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+
+        if (!wlcf->enable) {
+            return NGX_OK;
+        }
+
+        ctx = ngx_http_welby_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->audited) {
         return NGX_OK;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: log id:%V decision:%ui step:%V reason:%s",
-                   &ctx->request_id, ctx->decision,
-                   ctx->step,
+    ctx->audited = 1;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: log id:%V step:%V reason:%s",
+                   &ctx->request_id, ctx->step,
                    welby_reason_get(ctx->reason)->code);
+
+    ngx_http_welby_audit(r, ctx);
 
     return NGX_OK;
 }
@@ -920,6 +973,10 @@ ngx_http_welby_init(ngx_conf_t *cf)
 
     wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
 
+    if (ngx_http_welby_audit_init(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!wmcf->used) {
         /* No location says "welby on": stay out of every request. */
         return NGX_OK;
@@ -951,6 +1008,10 @@ ngx_http_welby_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_welby_init_process(ngx_cycle_t *cycle)
 {
+    if (ngx_http_welby_audit_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_welby_token_init_process(cycle);
 }
 
@@ -958,6 +1019,7 @@ ngx_http_welby_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_welby_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_welby_audit_exit_process(cycle);
     ngx_http_welby_token_exit_process(cycle);
 }
 

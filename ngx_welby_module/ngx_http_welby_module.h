@@ -15,6 +15,7 @@
 #include "welby_jose.h"
 #include "welby_jwk.h"
 #include "welby_revoke.h"
+#include "welby_audit.h"
 
 
 #define NGX_HTTP_WELBY_ENFORCE  0
@@ -85,6 +86,13 @@ typedef struct {
     EVP_MD                     *sha256;     /* fetched once */
     welby_header_cache_t       *header_cache;   /* per worker */
 
+    ngx_array_t                *audit_sinks;    /* welby_audit_log */
+    ngx_str_t                   audit_node;
+    ngx_str_t                   audit_query_key;
+    ngx_str_t                   audit_stream;   /* this worker's chain id */
+    u_char                      audit_stream_data[NGX_INT64_LEN * 2 + 8];
+    ngx_uint_t                  audit_seq;
+
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;
     size_t                      random_left;
@@ -120,6 +128,7 @@ typedef struct {
     unsigned                    pipeline_done:1;
     unsigned                    token_valid:1;
     unsigned                    token_cached:1;
+    unsigned                    audited:1;
 } ngx_http_welby_ctx_t;
 
 
@@ -170,6 +179,17 @@ ngx_int_t ngx_http_welby_remove_headers(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_array_t *names, ngx_str_t *prefix);
 ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
     ngx_str_t *key, ngx_str_t *value);
+
+/* ngx_http_welby_audit.c */
+char *ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_audit_query_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_welby_audit_init(ngx_conf_t *cf,
+    ngx_http_welby_main_conf_t *wmcf);
+ngx_int_t ngx_http_welby_audit_init_process(ngx_cycle_t *cycle);
+void ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle);
+void ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx);
 
 /* ngx_http_welby_variables.c */
 ngx_int_t ngx_http_welby_add_variables(ngx_conf_t *cf);

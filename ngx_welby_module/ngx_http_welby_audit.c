@@ -1,0 +1,763 @@
+/*
+ * The audit trail: one record per request of a "welby on" location,
+ * written in the log phase to every welby_audit_log file.  The record and
+ * its hash chain are built by welby_audit.c (no nginx types); this file
+ * gathers the fields, buffers, writes, and never drops a record silently.
+ */
+
+#include "ngx_http_welby_module.h"
+
+#include <openssl/ssl.h>
+
+
+/* records kept in memory while a file cannot be written, at most */
+#define NGX_HTTP_WELBY_AUDIT_BACKLOG  (16 * 1024 * 1024)
+
+/* a failing file is reported at most this often */
+#define NGX_HTTP_WELBY_AUDIT_ALERT    60
+
+
+typedef struct {
+    ngx_str_t                   path;
+    ngx_open_file_t            *file;
+
+    u_char                     *start;      /* the buffer */
+    u_char                     *pos;
+    u_char                     *last;
+    ngx_msec_t                  flush;
+    ngx_event_t                *event;
+
+    /* the worker's chain in the file it writes: reset when reopened */
+    ngx_fd_t                    fd;
+    u_char                      prev[WELBY_AUDIT_HEX_LEN + 1];
+    ngx_uint_t                  chained;
+
+    /* lines a failing file could not take yet, oldest first */
+    u_char                     *backlog;
+    size_t                      backlog_len;
+    ngx_uint_t                  failures;
+    ngx_uint_t                  lost;
+    time_t                      alerted;
+} ngx_http_welby_audit_sink_t;
+
+
+static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_main_conf_t *wmcf,
+    welby_audit_record_t *rec);
+static void ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
+    welby_audit_record_t *rec, ngx_log_t *log);
+static ngx_int_t ngx_http_welby_audit_write(
+    ngx_http_welby_audit_sink_t *sink, u_char *data, size_t len,
+    ngx_log_t *log);
+static void ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink,
+    u_char *data, size_t len, ngx_log_t *log);
+static void ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log);
+static void ngx_http_welby_audit_flush_handler(ngx_event_t *ev);
+static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
+    ngx_log_t *log);
+
+
+/* welby_audit_log <file> [buffer=<size>] [flush=<time>] */
+char *
+ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_welby_main_conf_t *wmcf = conf;
+
+    ssize_t                       size;
+    ngx_fd_t                      fd;
+    ngx_str_t                    *value, s;
+    ngx_msec_t                    flush;
+    ngx_uint_t                    i;
+    ngx_http_welby_audit_sink_t  *sink, *other;
+
+    value = cf->args->elts;
+
+    if (wmcf->audit_sinks == NULL) {
+        wmcf->audit_sinks = ngx_array_create(cf->pool, 2,
+                                         sizeof(ngx_http_welby_audit_sink_t));
+        if (wmcf->audit_sinks == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    sink = ngx_array_push(wmcf->audit_sinks);
+    if (sink == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(sink, sizeof(ngx_http_welby_audit_sink_t));
+
+    sink->path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &sink->path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    other = wmcf->audit_sinks->elts;
+
+    for (i = 0; i < wmcf->audit_sinks->nelts - 1; i++) {
+        if (other[i].path.len == sink->path.len
+            && ngx_strncmp(other[i].path.data, sink->path.data,
+                           sink->path.len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate welby_audit_log \"%V\"",
+                               &sink->path);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    size = 0;
+    flush = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "buffer=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR || size < 4096) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid buffer size \"%V\", it must be "
+                                   "at least 4k", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "flush=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            flush = ngx_parse_time(&s, 0);
+
+            if (flush == (ngx_msec_t) NGX_ERROR || flush == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid flush time \"%V\"", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (flush && size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no buffer is defined for welby_audit_log \"%V\"",
+                           &sink->path);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * Audit records name people: the file is created owner-only before
+     * nginx opens it (nginx would create it 0644).  An existing file keeps
+     * its mode, as the operator set it.
+     */
+
+    fd = ngx_open_file(sink->path.data, NGX_FILE_APPEND,
+                       NGX_FILE_CREATE_OR_OPEN, 0600);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &sink->path);
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_close_file(fd);
+
+    sink->file = ngx_conf_open_file(cf->cycle, &sink->path);
+    if (sink->file == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (sink->file->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is used by another log", &sink->path);
+        return NGX_CONF_ERROR;
+    }
+
+    sink->fd = NGX_INVALID_FILE;
+
+    if (size) {
+        sink->start = ngx_pnalloc(cf->pool, size);
+        if (sink->start == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        sink->pos = sink->start;
+        sink->last = sink->start + size;
+
+        if (flush) {
+            sink->event = ngx_pcalloc(cf->pool, sizeof(ngx_event_t));
+            if (sink->event == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            sink->event->handler = ngx_http_welby_audit_flush_handler;
+            sink->event->log = &cf->cycle->new_log;
+            sink->event->cancelable = 1;
+            sink->flush = flush;
+        }
+    }
+
+    /* the flush callback finds its sink here; nginx calls it on reopen */
+
+    sink->file->flush = ngx_http_welby_audit_flush;
+
+    return NGX_CONF_OK;
+}
+
+
+/* The array is final after configuration: point files at their sinks. */
+ngx_int_t
+ngx_http_welby_audit_init(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf)
+{
+    ngx_uint_t                    i;
+    ngx_http_welby_audit_sink_t  *sink;
+
+    if (wmcf->audit_sinks == NULL) {
+        return NGX_OK;
+    }
+
+    sink = wmcf->audit_sinks->elts;
+
+    for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
+        sink[i].file->data = &sink[i];
+
+        if (sink[i].event) {
+            sink[i].event->data = sink[i].file;
+        }
+    }
+
+    if (wmcf->audit_node.len == 0) {
+        wmcf->audit_node = cf->cycle->hostname;
+    }
+
+    return NGX_OK;
+}
+
+
+/* welby_audit_query_key <file>: the HMAC key for query strings */
+char *
+ngx_http_welby_audit_query_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_welby_main_conf_t *wmcf = conf;
+
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *value, path;
+    ngx_file_info_t   fi;
+
+    if (wmcf->audit_query_key.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) < 32 || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_audit_query_key \"%V\" must hold 32 to "
+                           "4096 bytes", &path);
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    wmcf->audit_query_key.len = (size_t) ngx_file_size(&fi);
+    wmcf->audit_query_key.data = ngx_pnalloc(cf->pool,
+                                             wmcf->audit_query_key.len);
+    if (wmcf->audit_query_key.data == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_fd(fd, wmcf->audit_query_key.data,
+                    wmcf->audit_query_key.len);
+
+    (void) ngx_close_file(fd);
+
+    if (n != (ssize_t) wmcf->audit_query_key.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read welby_audit_query_key \"%V\"", &path);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* A stream id no other writer of the same files uses: pid and start. */
+ngx_int_t
+ngx_http_welby_audit_init_process(ngx_cycle_t *cycle)
+{
+    u_char                      *p;
+    ngx_time_t                  *tp;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
+
+    if (wmcf == NULL || wmcf->audit_sinks == NULL) {
+        return NGX_OK;
+    }
+
+    tp = ngx_timeofday();
+
+    p = ngx_sprintf(wmcf->audit_stream_data, "%P.%T%03M", ngx_pid, tp->sec,
+                    tp->msec);
+
+    wmcf->audit_stream.data = wmcf->audit_stream_data;
+    wmcf->audit_stream.len = p - wmcf->audit_stream_data;
+
+    return NGX_OK;
+}
+
+
+/* A worker leaving (reload, stop) writes what it holds. */
+void
+ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_http_welby_audit_sink_t  *sink;
+    ngx_http_welby_main_conf_t   *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
+
+    if (wmcf == NULL || wmcf->audit_sinks == NULL) {
+        return;
+    }
+
+    sink = wmcf->audit_sinks->elts;
+
+    for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
+        ngx_http_welby_audit_flush(sink[i].file, cycle->log);
+
+        if (sink[i].backlog_len || sink[i].lost) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                          "welby: audit log \"%V\": %uz bytes of records "
+                          "not written and %ui records lost at exit",
+                          &sink[i].path, sink[i].backlog_len, sink[i].lost);
+        }
+
+        ngx_free(sink[i].backlog);
+        sink[i].backlog = NULL;
+    }
+}
+
+
+void
+ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    ngx_uint_t                    i;
+    welby_audit_record_t          rec;
+    ngx_http_welby_audit_sink_t  *sink;
+    ngx_http_welby_main_conf_t   *wmcf;
+
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+
+    if (wmcf->audit_sinks == NULL) {
+        return;
+    }
+
+    ngx_http_welby_audit_fill(r, ctx, wmcf, &rec);
+
+    sink = wmcf->audit_sinks->elts;
+
+    for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
+        ngx_http_welby_audit_emit(&sink[i], &rec, r->connection->log);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_main_conf_t *wmcf, welby_audit_record_t *rec)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_msec_int_t              ms;
+    ngx_time_t                 *tp;
+    ngx_uint_t                  status;
+    welby_claims_t             *c;
+    ngx_http_upstream_state_t  *state;
+
+    welby_audit_record_init(rec);
+
+    tp = ngx_timeofday();
+
+    rec->time_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    rec->id.data = ctx->request_id.data;
+    rec->id.len = ctx->request_id.len;
+    rec->node.data = wmcf->audit_node.data;
+    rec->node.len = wmcf->audit_node.len;
+    rec->stream.data = wmcf->audit_stream.data;
+    rec->stream.len = wmcf->audit_stream.len;
+    rec->seq = (int64_t) ++wmcf->audit_seq;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (r->connection->error && status == 0) {
+        /* the client left before a response: nginx logs it as 499 */
+        status = 499;
+    }
+
+    rec->status = status;
+    rec->reason = ctx->reason;
+
+    if (ctx->decision == NGX_HTTP_WELBY_DECISION_DENY) {
+        rec->outcome = WELBY_AUDIT_OUTCOME_DENY;
+        rec->severity = WELBY_AUDIT_SEV_WARNING;
+
+    } else if (status >= 500 || ctx->decision == NGX_HTTP_WELBY_DECISION_NONE)
+    {
+        rec->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+        rec->severity = WELBY_AUDIT_SEV_ERROR;
+
+    } else {
+        rec->outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+        rec->severity = ctx->decision == NGX_HTTP_WELBY_DECISION_DETECT
+                        ? WELBY_AUDIT_SEV_NOTICE
+                        : WELBY_AUDIT_SEV_INFORMATIONAL;
+    }
+
+    /* the seed's three logs: authentication, operation, event */
+
+    if (ctx->reason >= WELBY_REASON_TOKEN_MISSING
+        && ctx->reason <= WELBY_REASON_TOKEN_BINDING)
+    {
+        rec->category = WELBY_AUDIT_CAT_AUTHENTICATION;
+
+    } else if (rec->outcome == WELBY_AUDIT_OUTCOME_ALLOW) {
+        rec->category = WELBY_AUDIT_CAT_OPERATION;
+
+    } else {
+        rec->category = WELBY_AUDIT_CAT_EVENT;
+    }
+
+    rec->method.data = r->method_name.data;
+    rec->method.len = r->method_name.len;
+    rec->path.data = r->uri.data;
+    rec->path.len = r->uri.len;
+
+    if (r->args.len) {
+        len = welby_audit_query_names(NULL, 0, r->args.data, r->args.len);
+        p = ngx_pnalloc(r->pool, len ? len : 1);
+
+        if (p) {
+            rec->query_names.len = welby_audit_query_names(p, len,
+                                                           r->args.data,
+                                                           r->args.len);
+            rec->query_names.data = p;
+        }
+
+        p = ngx_pnalloc(r->pool, WELBY_AUDIT_HEX_LEN + 1);
+
+        if (p && wmcf->audit_query_key.len
+            && welby_audit_query_hash(p, wmcf->audit_query_key.data,
+                                      wmcf->audit_query_key.len,
+                                      r->args.data, r->args.len)
+               == 0)
+        {
+            rec->query_hmac.data = p;
+            rec->query_hmac.len = WELBY_AUDIT_HEX_LEN;
+        }
+    }
+
+    rec->bytes_in = r->request_length;
+    rec->bytes_out = r->connection->sent;
+
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    rec->time_taken_ms = ngx_max(ms, 0);
+
+    if (ctx->token_valid) {
+        c = &ctx->claims;
+
+        rec->sub = c->sub;
+        rec->client_id = c->client_id;
+        rec->iss = c->iss;
+        rec->fhir_user = c->fhir_user;
+        rec->amr = c->amr;
+        rec->jti = c->jti;
+
+        /*
+         * The token's patient is the launch context, not the target of
+         * the request: "fhir.patient" waits for the policy step's answer.
+         */
+    }
+
+    rec->ip.data = r->connection->addr_text.data;
+    rec->ip.len = r->connection->addr_text.len;
+    rec->port = ngx_inet_get_port(r->connection->sockaddr);
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        p = (u_char *) SSL_get_version(r->connection->ssl->connection);
+        rec->tls_protocol.data = p;
+        rec->tls_protocol.len = ngx_strlen(p);
+    }
+#endif
+
+    if (r->upstream_states && r->upstream_states->nelts) {
+        state = r->upstream_states->elts;
+        state = &state[r->upstream_states->nelts - 1];
+
+        if (state->status) {
+            rec->upstream_status = state->status;
+        }
+    }
+}
+
+
+static void
+ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
+    welby_audit_record_t *rec, ngx_log_t *log)
+{
+    size_t      len;
+    u_char     *line, *prev;
+    ngx_uint_t  buffered, allocated;
+    u_char      next[WELBY_AUDIT_HEX_LEN + 1];
+    u_char      stack[4096];
+
+    if (sink->file->fd != sink->fd) {
+        ngx_http_welby_audit_reopened(sink, log);
+    }
+
+    prev = sink->chained ? sink->prev : NULL;
+
+    len = welby_audit_json_chained(NULL, 0, rec, prev, next);
+
+    if (len == 0) {
+        sink->lost++;
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "welby: audit record %V not written to \"%V\": "
+                      "SHA-256 failed", &rec->id, &sink->path);
+        return;
+    }
+
+    buffered = 0;
+    allocated = 0;
+
+    if (sink->start && len <= (size_t) (sink->last - sink->pos)) {
+        line = sink->pos;
+        buffered = 1;
+
+    } else if (len <= sizeof(stack)) {
+        line = stack;
+
+    } else {
+        line = ngx_alloc(len, log);
+        if (line == NULL) {
+            sink->lost++;
+            return;
+        }
+
+        allocated = 1;
+    }
+
+    if (welby_audit_json_chained(line, len, rec, prev, next) != len) {
+        sink->lost++;
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "welby: audit record %V not written to \"%V\"",
+                      &rec->id, &sink->path);
+        goto done;
+    }
+
+    ngx_memcpy(sink->prev, next, sizeof(sink->prev));
+    sink->chained = 1;
+
+    if (buffered) {
+        if (sink->event && sink->pos == sink->start) {
+            ngx_add_timer(sink->event, sink->flush);
+        }
+
+        sink->pos += len;
+        goto done;
+    }
+
+    /*
+     * No room in the buffer: what it holds goes first, so the file keeps
+     * the order of the chain, then this line, synchronously.
+     */
+
+    if (sink->start) {
+        ngx_http_welby_audit_flush(sink->file, log);
+    }
+
+    (void) ngx_http_welby_audit_write(sink, line, len, log);
+
+done:
+
+    if (allocated) {
+        ngx_free(line);
+    }
+}
+
+
+/*
+ * Writes what is kept from earlier failures first, then data; keeps
+ * whatever the file does not take.
+ */
+static ngx_int_t
+ngx_http_welby_audit_write(ngx_http_welby_audit_sink_t *sink, u_char *data,
+    size_t len, ngx_log_t *log)
+{
+    ssize_t  n;
+
+    if (sink->backlog_len) {
+        n = ngx_write_fd(sink->file->fd, sink->backlog, sink->backlog_len);
+
+        if (n == (ssize_t) sink->backlog_len) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "welby: audit log \"%V\" writable again, %uz "
+                          "bytes of kept records written",
+                          &sink->path, sink->backlog_len);
+            sink->backlog_len = 0;
+
+        } else {
+            if (n > 0) {
+                ngx_memmove(sink->backlog, sink->backlog + n,
+                            sink->backlog_len - n);
+                sink->backlog_len -= n;
+            }
+
+            ngx_http_welby_audit_keep(sink, data, len, log);
+            return NGX_ERROR;
+        }
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    n = ngx_write_fd(sink->file->fd, data, len);
+
+    if (n == (ssize_t) len) {
+        return NGX_OK;
+    }
+
+    if (n > 0) {
+        data += n;
+        len -= n;
+    }
+
+    ngx_http_welby_audit_keep(sink, data, len, log);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink, u_char *data,
+    size_t len, ngx_log_t *log)
+{
+    ngx_err_t  err;
+
+    err = ngx_errno;
+
+    sink->failures++;
+
+    if (ngx_time() - sink->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
+        sink->alerted = ngx_time();
+        ngx_log_error(NGX_LOG_ALERT, log, err,
+                      "welby: audit log \"%V\" write failed (%ui times), "
+                      "%uz bytes kept in memory, %ui records lost",
+                      &sink->path, sink->failures, sink->backlog_len + len,
+                      sink->lost);
+    }
+
+    if (sink->backlog == NULL) {
+        sink->backlog = ngx_alloc(NGX_HTTP_WELBY_AUDIT_BACKLOG, log);
+        if (sink->backlog == NULL) {
+            sink->lost++;
+            return;
+        }
+    }
+
+    if (len > NGX_HTTP_WELBY_AUDIT_BACKLOG - sink->backlog_len) {
+        /* counted and reported above and at exit: never silent */
+        sink->lost++;
+        return;
+    }
+
+    ngx_memcpy(sink->backlog + sink->backlog_len, data, len);
+    sink->backlog_len += len;
+}
+
+
+static void
+ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log)
+{
+    ngx_http_welby_audit_sink_t  *sink;
+
+    sink = file->data;
+
+    if (sink == NULL) {
+        return;
+    }
+
+    if (sink->start && sink->pos > sink->start) {
+        (void) ngx_http_welby_audit_write(sink, sink->start,
+                                          sink->pos - sink->start, log);
+        sink->pos = sink->start;
+
+    } else if (sink->backlog_len) {
+        (void) ngx_http_welby_audit_write(sink, NULL, 0, log);
+    }
+
+    if (sink->event && sink->event->timer_set) {
+        ngx_del_timer(sink->event);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_flush_handler(ngx_event_t *ev)
+{
+    ngx_http_welby_audit_flush(ev->data, ev->log);
+}
+
+
+/*
+ * The file was opened anew (start, nginx -s reopen): a new chain starts,
+ * and a file nginx created for the reopen is made owner-only.
+ */
+static void
+ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
+    ngx_log_t *log)
+{
+    ngx_file_info_t  fi;
+
+    sink->fd = sink->file->fd;
+    sink->chained = 0;
+
+    if (ngx_fd_info(sink->fd, &fi) == NGX_FILE_ERROR) {
+        return;
+    }
+
+    if ((ngx_file_access(&fi) & 0077) && fchmod(sink->fd, 0600) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "welby: fchmod(\"%V\", 0600) failed", &sink->path);
+    }
+}

@@ -1,0 +1,993 @@
+/*
+ * Audit records: JSON lines, the hash chain, query names and keyed query
+ * hashes, RFC 5424 messages.  See welby_audit.h for the schema and the
+ * exact chain rule.
+ */
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "welby_audit.h"
+#include "welby_json.h"
+
+
+#define WELBY_AUDIT_FACILITY_DEFAULT  13        /* "log audit" */
+
+/* RFC 5424 section 6: header field lengths */
+#define WELBY_SYSLOG_HOSTNAME_MAX     255
+#define WELBY_SYSLOG_APP_NAME_MAX     48
+#define WELBY_SYSLOG_PROCID_MAX       128
+#define WELBY_SYSLOG_MSGID_MAX        32
+
+
+/*
+ * Writes are all or nothing: once a piece does not fit, the output is
+ * unusable anyway, and only the length still matters.
+ */
+typedef struct {
+    unsigned char  *dst;
+    size_t          cap;
+    size_t          n;
+} welby_audit_out_t;
+
+
+/*
+ * A nested object is opened by its first present member, so an object
+ * whose members are all absent leaves no trace.
+ */
+typedef struct {
+    welby_audit_out_t  *out;
+    const char         *open;       /* key of the object to open */
+    unsigned            opened:1;
+    unsigned            first:1;    /* the next member needs no ',' */
+} welby_audit_json_t;
+
+
+static void welby_audit_raw(welby_audit_out_t *o, const void *s, size_t len);
+static void welby_audit_str(welby_audit_out_t *o, const char *s);
+static void welby_audit_int(welby_audit_out_t *o, int64_t v);
+static void welby_audit_escape(welby_audit_out_t *o, const unsigned char *s,
+    size_t len);
+static void welby_audit_begin(welby_audit_json_t *j, const char *key);
+static void welby_audit_end(welby_audit_json_t *j);
+static void welby_audit_key(welby_audit_json_t *j, const char *key);
+static void welby_audit_member_str(welby_audit_json_t *j, const char *key,
+    const welby_str_t *s);
+static void welby_audit_member_int(welby_audit_json_t *j, const char *key,
+    int64_t v);
+static void welby_audit_member_list(welby_audit_json_t *j, const char *key,
+    const welby_str_t *s, unsigned char sep);
+static void welby_audit_body(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static void welby_audit_tail(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static size_t welby_audit_time(char *buf, int64_t ms);
+static size_t welby_utf8_len(const unsigned char *p, size_t len);
+static int welby_audit_name_ok(const unsigned char *p, size_t len);
+static void welby_audit_hex(unsigned char *dst, const unsigned char *md,
+    size_t len);
+static void welby_syslog_write(welby_audit_out_t *o,
+    const welby_audit_record_t *r, int facility, const char *hostname,
+    const char *app, int pen);
+static void welby_syslog_field(welby_audit_out_t *o, const unsigned char *s,
+    size_t len, size_t max);
+static void welby_syslog_param(welby_audit_out_t *o, const char *name,
+    const unsigned char *s, size_t len);
+
+
+static const char  *welby_audit_categories[] = {
+    "authentication", "operation", "event"
+};
+
+static const char  *welby_audit_severities[] = {
+    "emergency", "alert", "critical", "error", "warning", "notice",
+    "informational", "debug"
+};
+
+static const char  *welby_audit_outcomes[] = {
+    "allow", "deny", "error"
+};
+
+
+void
+welby_audit_record_init(welby_audit_record_t *r)
+{
+    memset(r, 0, sizeof(welby_audit_record_t));
+
+    r->time_ms = -1;
+    r->seq = -1;
+    r->status = -1;
+    r->bytes_in = -1;
+    r->bytes_out = -1;
+    r->time_taken_ms = -1;
+    r->port = -1;
+    r->asn = -1;
+    r->upstream_status = -1;
+
+    r->category = WELBY_AUDIT_CAT_EVENT;
+    r->severity = WELBY_AUDIT_SEV_INFORMATIONAL;
+
+    /* a record nobody completed must not read as an allowed request */
+    r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+    r->reason = WELBY_REASON_NONE;
+}
+
+
+const char *
+welby_audit_category_name(welby_audit_category_e category)
+{
+    if ((unsigned) category > WELBY_AUDIT_CAT_EVENT) {
+        category = WELBY_AUDIT_CAT_EVENT;
+    }
+
+    return welby_audit_categories[category];
+}
+
+
+const char *
+welby_audit_severity_name(welby_audit_severity_e severity)
+{
+    /* an out of range value is a bug worth looking at, not debug noise */
+    if ((unsigned) severity > WELBY_AUDIT_SEV_DEBUG) {
+        severity = WELBY_AUDIT_SEV_ERROR;
+    }
+
+    return welby_audit_severities[severity];
+}
+
+
+const char *
+welby_audit_outcome_name(welby_audit_outcome_e outcome)
+{
+    if ((unsigned) outcome > WELBY_AUDIT_OUTCOME_ERROR) {
+        outcome = WELBY_AUDIT_OUTCOME_ERROR;
+    }
+
+    return welby_audit_outcomes[outcome];
+}
+
+
+size_t
+welby_audit_json(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r)
+{
+    welby_audit_out_t  o;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    welby_audit_body(&o, r);
+    welby_audit_tail(&o, r);
+    welby_audit_raw(&o, "\n", 1);
+
+    return o.n;
+}
+
+
+size_t
+welby_audit_json_chained(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1])
+{
+    size_t             len;
+    welby_audit_out_t  o;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    welby_audit_body(&o, r);
+
+    len = o.n + WELBY_AUDIT_CHAIN_TAIL + 1;
+
+    if (dst == NULL || len > cap) {
+        return len;
+    }
+
+    if (welby_audit_chain(next_hex, prev_hex, dst, o.n) != 0) {
+        return 0;
+    }
+
+    welby_audit_str(&o, ",\"chain\":\"");
+    welby_audit_raw(&o, next_hex, WELBY_AUDIT_HEX_LEN);
+    welby_audit_str(&o, "\"}\n");
+
+    return o.n;
+}
+
+
+int
+welby_audit_chain(unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1],
+    const unsigned char *prev_hex, const unsigned char *p, size_t len)
+{
+    int            rc;
+    unsigned int   md_len;
+    EVP_MD_CTX    *ctx;
+    unsigned char  md[EVP_MAX_MD_SIZE], zero[WELBY_AUDIT_HEX_LEN];
+
+    if (prev_hex == NULL) {
+        memset(zero, '0', WELBY_AUDIT_HEX_LEN);
+        prev_hex = zero;
+    }
+
+    ctx = EVP_MD_CTX_new();
+
+    rc = (ctx != NULL
+          && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1
+          && EVP_DigestUpdate(ctx, prev_hex, WELBY_AUDIT_HEX_LEN) == 1
+          && EVP_DigestUpdate(ctx, p, len) == 1
+          && EVP_DigestFinal_ex(ctx, md, &md_len) == 1
+          && md_len == WELBY_AUDIT_HEX_LEN / 2)
+         ? 0 : -1;
+
+    EVP_MD_CTX_free(ctx);
+
+    if (rc == 0) {
+        welby_audit_hex(next_hex, md, md_len);
+    }
+
+    return rc;
+}
+
+
+size_t
+welby_audit_query_names(unsigned char *dst, size_t cap,
+    const unsigned char *args, size_t len)
+{
+    size_t                i, end, eq, k, nnames;
+    size_t                lens[WELBY_AUDIT_QUERY_NAMES];
+    welby_audit_out_t     o;
+    const unsigned char  *names[WELBY_AUDIT_QUERY_NAMES], *name, *p;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    if (args == NULL) {
+        return 0;
+    }
+
+    nnames = 0;
+
+    for (i = 0; i < len && nnames < WELBY_AUDIT_QUERY_NAMES; i = end + 1) {
+
+        p = memchr(args + i, '&', len - i);
+        end = p ? (size_t) (p - args) : len;
+
+        p = memchr(args + i, '=', end - i);
+        if (p == NULL) {
+            continue;
+        }
+
+        name = args + i;
+        eq = (size_t) (p - name);
+
+        if (eq == 0 || eq > WELBY_AUDIT_QUERY_NAME
+            || !welby_audit_name_ok(name, eq))
+        {
+            continue;
+        }
+
+        for (k = 0; k < nnames; k++) {
+            if (lens[k] == eq && memcmp(names[k], name, eq) == 0) {
+                break;
+            }
+        }
+
+        if (k < nnames) {
+            continue;
+        }
+
+        names[nnames] = name;
+        lens[nnames] = eq;
+        nnames++;
+    }
+
+    for (k = 0; k < nnames; k++) {
+        if (k) {
+            welby_audit_raw(&o, ",", 1);
+        }
+
+        welby_audit_raw(&o, names[k], lens[k]);
+    }
+
+    return o.n;
+}
+
+
+int
+welby_audit_query_hash(unsigned char out_hex[WELBY_AUDIT_HEX_LEN + 1],
+    const unsigned char *key, size_t key_len, const unsigned char *args,
+    size_t len)
+{
+    size_t         md_len;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    if (key == NULL || key_len == 0) {
+        return -1;
+    }
+
+    if (args == NULL) {
+        args = (const unsigned char *) "";
+        len = 0;
+    }
+
+    if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, key_len, args,
+                  len, md, sizeof(md), &md_len)
+        == NULL
+        || md_len != WELBY_AUDIT_HEX_LEN / 2)
+    {
+        return -1;
+    }
+
+    welby_audit_hex(out_hex, md, md_len);
+
+    return 0;
+}
+
+
+size_t
+welby_audit_syslog(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, int facility, const char *hostname,
+    const char *app, int pen, int octet_counting)
+{
+    char               prefix[32];
+    welby_audit_out_t  o, count;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    if (octet_counting) {
+        /* RFC 6587 section 3.4.1: MSG-LEN is the octet count of the rest */
+        count.dst = NULL;
+        count.cap = 0;
+        count.n = 0;
+
+        welby_syslog_write(&count, r, facility, hostname, app, pen);
+
+        snprintf(prefix, sizeof(prefix), "%zu ", count.n);
+        welby_audit_str(&o, prefix);
+    }
+
+    welby_syslog_write(&o, r, facility, hostname, app, pen);
+
+    return o.n;
+}
+
+
+static void
+welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    char                 time[32];
+    size_t               k, n;
+    welby_str_t          s;
+    welby_audit_json_t   j;
+    const welby_str_t    absent = { NULL, 0 };
+    const char          *reason;
+
+    j.out = o;
+    j.open = NULL;
+    j.opened = 0;
+    j.first = 1;
+
+    welby_audit_str(o, "{");
+    welby_audit_key(&j, "schema");
+    welby_audit_int(o, WELBY_AUDIT_SCHEMA);
+
+    n = welby_audit_time(time, r->time_ms);
+    s.data = (const unsigned char *) time;
+    s.len = n;
+    welby_audit_member_str(&j, "time", n ? &s : &absent);
+
+    welby_audit_member_str(&j, "id", &r->id);
+    welby_audit_member_str(&j, "node", &r->node);
+    welby_audit_member_str(&j, "stream", &r->stream);
+    welby_audit_member_int(&j, "seq", r->seq);
+
+    welby_audit_key(&j, "category");
+    welby_audit_str(o, "\"");
+    welby_audit_str(o, welby_audit_category_name(r->category));
+    welby_audit_str(o, "\"");
+
+    welby_audit_key(&j, "severity");
+    welby_audit_str(o, "\"");
+    welby_audit_str(o, welby_audit_severity_name(r->severity));
+    welby_audit_str(o, "\"");
+
+    welby_audit_key(&j, "outcome");
+    welby_audit_str(o, "\"");
+    welby_audit_str(o, welby_audit_outcome_name(r->outcome));
+    welby_audit_str(o, "\"");
+
+    if (r->reason != WELBY_REASON_NONE) {
+        reason = welby_reason_get(r->reason)->code;
+
+        welby_audit_key(&j, "reason");
+        welby_audit_str(o, "\"");
+        welby_audit_str(o, reason);
+        welby_audit_str(o, "\"");
+    }
+
+    welby_audit_begin(&j, "http");
+    welby_audit_member_str(&j, "method", &r->method);
+    welby_audit_member_str(&j, "path", &r->path);
+
+    if (r->query_names.data || r->query_hmac.data) {
+        welby_audit_key(&j, "query");
+        welby_audit_str(o, "{");
+
+        if (r->query_names.data) {
+            welby_audit_str(o, "\"names\":");
+
+            /* names carry no ',' (welby_audit_query_names() drops them) */
+            welby_audit_member_list(&j, NULL, &r->query_names, ',');
+        }
+
+        if (r->query_hmac.data) {
+            welby_audit_str(o, r->query_names.data ? ",\"hmac\":\""
+                                                   : "\"hmac\":\"");
+            welby_audit_escape(o, r->query_hmac.data, r->query_hmac.len);
+            welby_audit_str(o, "\"");
+        }
+
+        welby_audit_str(o, "}");
+    }
+
+    welby_audit_member_int(&j, "status", r->status);
+    welby_audit_member_int(&j, "bytes_in", r->bytes_in);
+    welby_audit_member_int(&j, "bytes_out", r->bytes_out);
+    welby_audit_member_int(&j, "time_ms", r->time_taken_ms);
+    welby_audit_end(&j);
+
+    welby_audit_begin(&j, "fhir");
+    welby_audit_member_str(&j, "interaction", &r->interaction);
+    welby_audit_member_str(&j, "type", &r->resource_type);
+    welby_audit_member_str(&j, "id", &r->resource_id);
+    welby_audit_member_str(&j, "patient", &r->patient);
+    welby_audit_end(&j);
+
+    welby_audit_begin(&j, "agent");
+    welby_audit_member_str(&j, "sub", &r->sub);
+    welby_audit_member_str(&j, "client_id", &r->client_id);
+    welby_audit_member_str(&j, "iss", &r->iss);
+    welby_audit_member_str(&j, "fhir_user", &r->fhir_user);
+    welby_audit_member_str(&j, "role", &r->role);
+    welby_audit_member_list(&j, "amr", &r->amr, ' ');
+    welby_audit_member_str(&j, "jti", &r->jti);
+    welby_audit_member_str(&j, "cert_sha256", &r->cert_sha256);
+    welby_audit_end(&j);
+
+    welby_audit_begin(&j, "source");
+    welby_audit_member_str(&j, "ip", &r->ip);
+    welby_audit_member_int(&j, "port", r->port);
+    welby_audit_member_str(&j, "country", &r->country);
+    welby_audit_member_int(&j, "asn", r->asn);
+    welby_audit_end(&j);
+
+    welby_audit_begin(&j, "tls");
+    welby_audit_member_str(&j, "protocol", &r->tls_protocol);
+    welby_audit_end(&j);
+
+    if (r->waf_rules != NULL && r->nwaf_rules > 0) {
+        welby_audit_begin(&j, "waf");
+        welby_audit_key(&j, "rules");
+        welby_audit_str(o, "[");
+
+        for (k = 0; k < r->nwaf_rules; k++) {
+            if (k) {
+                welby_audit_str(o, ",");
+            }
+
+            welby_audit_int(o, r->waf_rules[k]);
+        }
+
+        welby_audit_str(o, "]");
+        welby_audit_end(&j);
+    }
+
+    welby_audit_begin(&j, "limit");
+    welby_audit_member_str(&j, "key", &r->limit_key);
+    welby_audit_end(&j);
+
+    welby_audit_begin(&j, "upstream");
+    welby_audit_member_int(&j, "status", r->upstream_status);
+    welby_audit_end(&j);
+}
+
+
+static void
+welby_audit_tail(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    if (r->chain != NULL) {
+        welby_audit_str(o, ",\"chain\":\"");
+        welby_audit_escape(o, r->chain, WELBY_AUDIT_HEX_LEN);
+        welby_audit_str(o, "\"");
+    }
+
+    welby_audit_str(o, "}");
+}
+
+
+static void
+welby_audit_begin(welby_audit_json_t *j, const char *key)
+{
+    j->open = key;
+    j->opened = 0;
+}
+
+
+static void
+welby_audit_end(welby_audit_json_t *j)
+{
+    if (j->opened) {
+        welby_audit_str(j->out, "}");
+    }
+
+    j->open = NULL;
+    j->opened = 0;
+    j->first = 0;
+}
+
+
+static void
+welby_audit_key(welby_audit_json_t *j, const char *key)
+{
+    if (j->open != NULL) {
+        welby_audit_str(j->out, j->first ? "\"" : ",\"");
+        welby_audit_str(j->out, j->open);
+        welby_audit_str(j->out, "\":{");
+        j->open = NULL;
+        j->opened = 1;
+        j->first = 1;
+    }
+
+    welby_audit_str(j->out, j->first ? "\"" : ",\"");
+    welby_audit_str(j->out, key);
+    welby_audit_str(j->out, "\":");
+    j->first = 0;
+}
+
+
+static void
+welby_audit_member_str(welby_audit_json_t *j, const char *key,
+    const welby_str_t *s)
+{
+    if (s->data == NULL) {
+        return;
+    }
+
+    welby_audit_key(j, key);
+    welby_audit_str(j->out, "\"");
+    welby_audit_escape(j->out, s->data, s->len);
+    welby_audit_str(j->out, "\"");
+}
+
+
+static void
+welby_audit_member_int(welby_audit_json_t *j, const char *key, int64_t v)
+{
+    if (v < 0) {
+        return;
+    }
+
+    welby_audit_key(j, key);
+    welby_audit_int(j->out, v);
+}
+
+
+static void
+welby_audit_member_list(welby_audit_json_t *j, const char *key,
+    const welby_str_t *s, unsigned char sep)
+{
+    size_t                i, end, items;
+    const unsigned char  *p;
+
+    if (s->data == NULL) {
+        return;
+    }
+
+    if (key != NULL) {
+        welby_audit_key(j, key);
+    }
+
+    welby_audit_str(j->out, "[");
+
+    items = 0;
+
+    for (i = 0; i < s->len; i = end + 1) {
+        p = memchr(s->data + i, sep, s->len - i);
+        end = p ? (size_t) (p - s->data) : s->len;
+
+        if (end == i) {
+            continue;
+        }
+
+        welby_audit_str(j->out, items ? ",\"" : "\"");
+        welby_audit_escape(j->out, s->data + i, end - i);
+        welby_audit_str(j->out, "\"");
+        items++;
+    }
+
+    welby_audit_str(j->out, "]");
+}
+
+
+static void
+welby_audit_raw(welby_audit_out_t *o, const void *s, size_t len)
+{
+    if (o->dst != NULL && o->n <= o->cap && len <= o->cap - o->n) {
+        memcpy(o->dst + o->n, s, len);
+    }
+
+    o->n += len;
+}
+
+
+static void
+welby_audit_str(welby_audit_out_t *o, const char *s)
+{
+    welby_audit_raw(o, s, strlen(s));
+}
+
+
+static void
+welby_audit_int(welby_audit_out_t *o, int64_t v)
+{
+    char  buf[32];
+
+    snprintf(buf, sizeof(buf), "%" PRId64, v);
+    welby_audit_str(o, buf);
+}
+
+
+/*
+ * welby_json_escape() copies bytes >= 0x80 as they are, so invalid UTF-8
+ * is found here first: one bad byte in a path must not make the whole
+ * line unparsable for a log shipper.
+ */
+static void
+welby_audit_escape(welby_audit_out_t *o, const unsigned char *s, size_t len)
+{
+    size_t  i, start, n;
+
+    i = 0;
+
+    while (i < len) {
+        start = i;
+
+        while (i < len && s[i] < 0x80) {
+            i++;
+        }
+
+        if (i > start) {
+            n = welby_json_escape(NULL, s + start, i - start);
+
+            if (o->dst != NULL && o->n <= o->cap && n <= o->cap - o->n) {
+                welby_json_escape(o->dst + o->n, s + start, i - start);
+            }
+
+            o->n += n;
+        }
+
+        while (i < len && s[i] >= 0x80) {
+            n = welby_utf8_len(s + i, len - i);
+
+            if (n == 0) {
+                welby_audit_str(o, "\\ufffd");
+                i++;
+
+            } else {
+                welby_audit_raw(o, s + i, n);
+                i += n;
+            }
+        }
+    }
+}
+
+
+/* The length of the well-formed UTF-8 sequence at p (Unicode table 3-7). */
+static size_t
+welby_utf8_len(const unsigned char *p, size_t len)
+{
+    size_t         need, i;
+    unsigned char  c, lo, hi;
+
+    c = p[0];
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (c < 0x80) {
+        return 1;
+
+    } else if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+
+    } else if (c == 0xe0) {
+        need = 2;
+        lo = 0xa0;
+
+    } else if (c == 0xed) {
+        need = 2;
+        hi = 0x9f;
+
+    } else if (c >= 0xe1 && c <= 0xef) {
+        need = 2;
+
+    } else if (c == 0xf0) {
+        need = 3;
+        lo = 0x90;
+
+    } else if (c == 0xf4) {
+        need = 3;
+        hi = 0x8f;
+
+    } else if (c >= 0xf1 && c <= 0xf3) {
+        need = 3;
+
+    } else {
+        return 0;
+    }
+
+    if (len <= need || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i <= need; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+
+    return need + 1;
+}
+
+
+/* "2024-05-01T12:00:00.123Z" into buf[32]; 0 if ms is absent or too big */
+static size_t
+welby_audit_time(char *buf, int64_t ms)
+{
+    int      n;
+    int64_t  days, secs, z, era, doe, yoe, y, doy, mp, d, m;
+
+    /* 9999-12-31T23:59:59.999Z */
+    if (ms < 0 || ms > INT64_C(253402300799999)) {
+        return 0;
+    }
+
+    days = ms / 86400000;
+    secs = (ms / 1000) % 86400;
+
+    /* civil_from_days(), H. Hinnant, for days >= 0 */
+    z = days + 719468;
+    era = z / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    y = yoe + era * 400;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    d = doy - (153 * mp + 2) / 5 + 1;
+    m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+
+    n = snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                 (int) y, (int) m, (int) d, (int) (secs / 3600),
+                 (int) (secs / 60 % 60), (int) (secs % 60),
+                 (int) (ms % 1000));
+
+    return n > 0 ? (size_t) n : 0;
+}
+
+
+/*
+ * Names of FHIR search parameters, modifiers and chains: ALPHA, DIGIT and
+ * "-._~:$%[]*".  Anything else may be data, or break the ',' list.
+ */
+static int
+welby_audit_name_ok(const unsigned char *p, size_t len)
+{
+    size_t         i;
+    unsigned char  c;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9'))
+        {
+            continue;
+        }
+
+        if (c == '\0' || strchr("-._~:$%[]*", c) == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+welby_audit_hex(unsigned char *dst, const unsigned char *md, size_t len)
+{
+    size_t                      i;
+    static const unsigned char  hex[] = "0123456789abcdef";
+
+    for (i = 0; i < len; i++) {
+        dst[2 * i] = hex[md[i] >> 4];
+        dst[2 * i + 1] = hex[md[i] & 0xf];
+    }
+
+    dst[2 * len] = '\0';
+}
+
+
+static void
+welby_syslog_write(welby_audit_out_t *o, const welby_audit_record_t *r,
+    int facility, const char *hostname, const char *app, int pen)
+{
+    char                     buf[64];
+    size_t                   n;
+    const char              *reason, *outcome;
+    welby_audit_severity_e   sev;
+
+    if (facility < 0 || facility > 23) {
+        facility = WELBY_AUDIT_FACILITY_DEFAULT;
+    }
+
+    sev = r->severity;
+    if ((unsigned) sev > WELBY_AUDIT_SEV_DEBUG) {
+        sev = WELBY_AUDIT_SEV_ERROR;
+    }
+
+    snprintf(buf, sizeof(buf), "<%d>1 ", facility * 8 + (int) sev);
+    welby_audit_str(o, buf);
+
+    n = welby_audit_time(buf, r->time_ms);
+    welby_audit_raw(o, n ? buf : "-", n ? n : 1);
+    welby_audit_str(o, " ");
+
+    if (hostname != NULL) {
+        welby_syslog_field(o, (const unsigned char *) hostname,
+                           strlen(hostname), WELBY_SYSLOG_HOSTNAME_MAX);
+
+    } else {
+        welby_syslog_field(o, r->node.data, r->node.len,
+                           WELBY_SYSLOG_HOSTNAME_MAX);
+    }
+
+    welby_audit_str(o, " ");
+
+    if (app == NULL) {
+        app = "welby";
+    }
+
+    welby_syslog_field(o, (const unsigned char *) app, strlen(app),
+                       WELBY_SYSLOG_APP_NAME_MAX);
+    welby_audit_str(o, " ");
+
+    welby_syslog_field(o, r->stream.data, r->stream.len,
+                       WELBY_SYSLOG_PROCID_MAX);
+    welby_audit_str(o, " ");
+
+    welby_audit_str(o, welby_audit_category_name(r->category));
+    welby_audit_str(o, " ");
+
+    if (pen > 0) {
+        snprintf(buf, sizeof(buf), "[welby@%d", pen);
+        welby_audit_str(o, buf);
+
+        welby_syslog_param(o, "id", r->id.data, r->id.len);
+
+        outcome = welby_audit_outcome_name(r->outcome);
+        welby_syslog_param(o, "outcome", (const unsigned char *) outcome,
+                           strlen(outcome));
+
+        if (r->reason != WELBY_REASON_NONE) {
+            reason = welby_reason_get(r->reason)->code;
+            welby_syslog_param(o, "reason", (const unsigned char *) reason,
+                               strlen(reason));
+        }
+
+        if (r->status >= 0) {
+            n = (size_t) snprintf(buf, sizeof(buf), "%" PRId64, r->status);
+            welby_syslog_param(o, "status", (const unsigned char *) buf, n);
+        }
+
+        welby_syslog_param(o, "sub", r->sub.data, r->sub.len);
+        welby_syslog_param(o, "client_id", r->client_id.data,
+                           r->client_id.len);
+        welby_syslog_param(o, "patient", r->patient.data, r->patient.len);
+        welby_syslog_param(o, "ip", r->ip.data, r->ip.len);
+
+        if (r->chain != NULL) {
+            welby_syslog_param(o, "chain", r->chain, WELBY_AUDIT_HEX_LEN);
+        }
+
+        welby_audit_str(o, "]");
+
+    } else {
+        welby_audit_str(o, "-");
+    }
+
+    welby_audit_str(o, " ");
+
+    welby_audit_body(o, r);
+    welby_audit_tail(o, r);
+}
+
+
+/* A header field: PRINTUSASCII, at most max bytes, "-" when empty. */
+static void
+welby_syslog_field(welby_audit_out_t *o, const unsigned char *s, size_t len,
+    size_t max)
+{
+    size_t         i;
+    unsigned char  c;
+
+    if (s == NULL || len == 0) {
+        welby_audit_str(o, "-");
+        return;
+    }
+
+    if (len > max) {
+        len = max;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = (s[i] >= 33 && s[i] <= 126) ? s[i] : '_';
+        welby_audit_raw(o, &c, 1);
+    }
+}
+
+
+/* SP PARAM-NAME="PARAM-VALUE", RFC 5424 section 6.3.3 */
+static void
+welby_syslog_param(welby_audit_out_t *o, const char *name,
+    const unsigned char *s, size_t len)
+{
+    size_t                      i, n;
+    unsigned char               c;
+    static const unsigned char  replacement[] = { 0xef, 0xbf, 0xbd };
+
+    if (s == NULL) {
+        return;
+    }
+
+    welby_audit_str(o, " ");
+    welby_audit_str(o, name);
+    welby_audit_str(o, "=\"");
+
+    for (i = 0; i < len; i += n) {
+        c = s[i];
+        n = 1;
+
+        if (c == '"' || c == '\\' || c == ']') {
+            welby_audit_raw(o, "\\", 1);
+            welby_audit_raw(o, &c, 1);
+
+        } else if (c < 0x20 || c == 0x7f) {
+            welby_audit_raw(o, replacement, sizeof(replacement));
+
+        } else if (c < 0x80) {
+            welby_audit_raw(o, &c, 1);
+
+        } else {
+            n = welby_utf8_len(s + i, len - i);
+
+            if (n == 0) {
+                welby_audit_raw(o, replacement, sizeof(replacement));
+                n = 1;
+
+            } else {
+                welby_audit_raw(o, s + i, n);
+            }
+        }
+    }
+
+    welby_audit_str(o, "\"");
+}

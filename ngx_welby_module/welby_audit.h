@@ -1,0 +1,263 @@
+/*
+ * The audit record: one per request, as a JSON Lines record for a file and
+ * as an RFC 5424 syslog message, with a per-stream hash chain that makes a
+ * removed or altered line visible.  No nginx types here: unit tests and
+ * fuzzers link it alone.
+ *
+ * Record schema, version WELBY_AUDIT_SCHEMA (1).  One compact JSON object
+ * per line, members in this fixed order; a member whose value is absent is
+ * omitted, and a nested object with no member present is omitted whole.
+ * Aligned with the IHE Basic Audit Log Patterns (BALP): who (agent,
+ * source), what (category, http, fhir), when (time), where (node),
+ * outcome (outcome, reason, severity).
+ *
+ *   schema      1                              always
+ *   time        "2024-05-01T12:00:00.123Z"     UTC, milliseconds
+ *   id          request id
+ *   node        name of this node
+ *   stream      id of one writer's chain (see "Hash chain" below)
+ *   seq         1, 2, ... within the stream, for comparing with copies
+ *   category    "authentication" | "operation" | "event"
+ *   severity    "emergency" | "alert" | "critical" | "error" | "warning" |
+ *               "notice" | "informational" | "debug" (RFC 5424 section
+ *               6.2.1 severities, named as FHIR AuditEvent.severity)
+ *   outcome     "allow" | "deny" | "error"
+ *   reason      a code of welby_reason.h; omitted for WELBY_REASON_NONE
+ *   http        {"method", "path" (normalised),
+ *                "query": {"names": [parameter names], "hmac": hex},
+ *                "status", "bytes_in", "bytes_out", "time_ms"}
+ *   fhir        {"interaction", "type", "id", "patient"}
+ *   agent       {"sub", "client_id", "iss", "fhir_user", "role",
+ *                "amr": [methods], "jti", "cert_sha256"}
+ *   source      {"ip", "port", "country", "asn"}
+ *   tls         {"protocol"}
+ *   waf         {"rules": [rule ids]}
+ *   limit       {"key"}                        the rate-limit key that fired
+ *   upstream    {"status"}
+ *   chain       64 lowercase hex digits; always the last member
+ *
+ * Strings are written as valid UTF-8 JSON whatever bytes they hold: '"',
+ * '\' and control characters are escaped by welby_json_escape(), and a
+ * byte that does not start a well-formed UTF-8 sequence (overlong forms,
+ * surrogates and code points above U+10FFFF included) becomes \ufffd.
+ * Strings are not truncated; callers bound what they pass.
+ *
+ * Never in a record: the token, a query value, a request or response body.
+ * The query is kept as its parameter names and a keyed hash, so two
+ * records of the same query can be matched without the query being
+ * readable (welby_audit_query_names(), welby_audit_query_hash()).
+ *
+ * Hash chain.  Let L be a file line without its final LF.  L ends with
+ *
+ *     ,"chain":"<64 lowercase hex>"}
+ *
+ * (WELBY_AUDIT_CHAIN_TAIL bytes).  Let P be L without those bytes (P
+ * starts with '{').  Then
+ *
+ *     chain = lowercase hex of SHA-256(prev || P)
+ *
+ * where prev is the 64 ASCII hex digits of the chain of the previous line
+ * of the same stream (same "node" and "stream") in the same file, or 64
+ * '0' characters for the first line of a stream in a file.  The hash is
+ * over the bytes as written, so a verifier needs no JSON canonicalisation.
+ * A writer (a worker process) keeps prev per file, uses a stream id that
+ * no other writer of that file uses (for example "<pid>.<start ms>", as
+ * pids are reused), and advances prev only after the line was written.
+ * conf/audit-verify checks files offline.
+ *
+ * The chain is unkeyed: it shows a line removed, altered, inserted or
+ * reordered, and lines cut off the end of a file only by comparison with
+ * a copy kept elsewhere (the syslog stream carries the same chain values).
+ * Whoever can rewrite the whole file can also recompute the chain.
+ */
+
+#ifndef WELBY_AUDIT_H
+#define WELBY_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "welby_jose.h"
+#include "welby_reason.h"
+
+
+#define WELBY_AUDIT_SCHEMA       1
+
+#define WELBY_AUDIT_HEX_LEN      64     /* SHA-256 in hex, without NUL */
+
+/* ,"chain":"<64 hex>"} */
+#define WELBY_AUDIT_CHAIN_TAIL   (sizeof(",\"chain\":\"\"}") - 1            \
+                                  + WELBY_AUDIT_HEX_LEN)
+
+#define WELBY_AUDIT_QUERY_NAMES  32     /* names kept from one query */
+#define WELBY_AUDIT_QUERY_NAME   64     /* longest name kept, bytes */
+
+
+typedef enum {
+    WELBY_AUDIT_CAT_AUTHENTICATION = 0,
+    WELBY_AUDIT_CAT_OPERATION,
+    WELBY_AUDIT_CAT_EVENT
+} welby_audit_category_e;
+
+
+/* the values are the RFC 5424 severities, so syslog uses them as they are */
+typedef enum {
+    WELBY_AUDIT_SEV_EMERGENCY = 0,
+    WELBY_AUDIT_SEV_ALERT,
+    WELBY_AUDIT_SEV_CRITICAL,
+    WELBY_AUDIT_SEV_ERROR,
+    WELBY_AUDIT_SEV_WARNING,
+    WELBY_AUDIT_SEV_NOTICE,
+    WELBY_AUDIT_SEV_INFORMATIONAL,
+    WELBY_AUDIT_SEV_DEBUG
+} welby_audit_severity_e;
+
+
+typedef enum {
+    WELBY_AUDIT_OUTCOME_ALLOW = 0,
+    WELBY_AUDIT_OUTCOME_DENY,
+    WELBY_AUDIT_OUTCOME_ERROR
+} welby_audit_outcome_e;
+
+
+/*
+ * Strings: data == NULL when absent (an empty string with data != NULL is
+ * written as "").  Numbers: -1 when absent.  Start from
+ * welby_audit_record_init(), which marks everything absent.
+ */
+typedef struct {
+    int64_t                  time_ms;       /* Unix time, milliseconds */
+    welby_str_t              id;
+    welby_str_t              node;
+    welby_str_t              stream;
+    int64_t                  seq;
+
+    welby_audit_category_e   category;
+    welby_audit_severity_e   severity;
+    welby_audit_outcome_e    outcome;
+    welby_reason_e           reason;
+
+    welby_str_t              method;
+    welby_str_t              path;          /* normalised, no query */
+    welby_str_t              query_names;   /* welby_audit_query_names() */
+    welby_str_t              query_hmac;    /* welby_audit_query_hash() */
+    int64_t                  status;
+    int64_t                  bytes_in;
+    int64_t                  bytes_out;
+    int64_t                  time_taken_ms;
+
+    welby_str_t              interaction;
+    welby_str_t              resource_type;
+    welby_str_t              resource_id;
+    welby_str_t              patient;
+
+    welby_str_t              sub;
+    welby_str_t              client_id;
+    welby_str_t              iss;
+    welby_str_t              fhir_user;
+    welby_str_t              role;
+    welby_str_t              amr;           /* joined by spaces, as parsed */
+    welby_str_t              jti;           /* the token id, never a token */
+    welby_str_t              cert_sha256;   /* client certificate, base64url */
+
+    welby_str_t              ip;
+    int64_t                  port;
+    welby_str_t              country;       /* ISO 3166-1 alpha-2 */
+    int64_t                  asn;
+
+    welby_str_t              tls_protocol;
+
+    const int64_t           *waf_rules;
+    size_t                   nwaf_rules;
+
+    welby_str_t              limit_key;
+
+    int64_t                  upstream_status;
+
+    /* written last when set; welby_audit_json_chained() computes it */
+    const unsigned char     *chain;         /* 64 hex digits or NULL */
+} welby_audit_record_t;
+
+
+void welby_audit_record_init(welby_audit_record_t *r);
+
+const char *welby_audit_category_name(welby_audit_category_e category);
+const char *welby_audit_severity_name(welby_audit_severity_e severity);
+const char *welby_audit_outcome_name(welby_audit_outcome_e outcome);
+
+/*
+ * The writers below return the length of their whole output and write at
+ * most cap bytes.  With dst == NULL they only compute the length.  When
+ * the length is greater than cap, dst holds an unusable prefix: retry
+ * with a larger buffer.
+ */
+
+/* One record as a JSON line ending in LF, r->chain written when set. */
+size_t welby_audit_json(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r);
+
+/*
+ * One record as a file line with its chain member computed from prev_hex
+ * (NULL: the start of a stream); r->chain is ignored.  When the line fits
+ * (dst != NULL, result <= cap), next_hex receives the new chain value and
+ * a NUL; the caller makes it the next prev once the line is written.
+ * Returns 0 if the digest failed.
+ */
+size_t welby_audit_json_chained(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1]);
+
+/*
+ * The chain step: next_hex = hex(SHA-256(prev_hex || p)), with p the line
+ * up to its chain member (see above) and prev_hex 64 hex digits or NULL
+ * for 64 '0'.  next_hex gets a NUL.  Returns 0, or -1 if OpenSSL failed.
+ */
+int welby_audit_chain(unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1],
+    const unsigned char *prev_hex, const unsigned char *p, size_t len);
+
+/*
+ * The distinct parameter names of a query string (without '?'), in the
+ * order first seen, joined by ','.  Parameters are split on '&'; the name
+ * is what precedes the first '='.  A parameter without '=' is dropped, as
+ * it cannot be told from a bare value; so is an empty name, a name longer
+ * than WELBY_AUDIT_QUERY_NAME bytes, and a name with a byte outside
+ * ALPHA / DIGIT / "-._~:$%[]*" (which leaves out control characters,
+ * spaces, ',' and non-ASCII).  Names are not percent-decoded.  At most
+ * WELBY_AUDIT_QUERY_NAMES names.  Returns the length; dst may be NULL.
+ */
+size_t welby_audit_query_names(unsigned char *dst, size_t cap,
+    const unsigned char *args, size_t len);
+
+/*
+ * HMAC-SHA256 of the whole query string under a configured secret, as 64
+ * lowercase hex digits and a NUL.  A plain hash would not do: queries are
+ * short and guessable.  An empty key is refused.  Returns 0 or -1.
+ */
+int welby_audit_query_hash(unsigned char out_hex[WELBY_AUDIT_HEX_LEN + 1],
+    const unsigned char *key, size_t key_len, const unsigned char *args,
+    size_t len);
+
+/*
+ * One record as an RFC 5424 message:
+ *
+ *   <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [welby@PEN ...] MSG
+ *
+ * PRI is facility * 8 + r->severity (a facility outside 0..23 becomes 13,
+ * "log audit").  HOSTNAME is hostname, or r->node when NULL; APP-NAME is
+ * app, or "welby" when NULL; PROCID is r->stream; MSGID is the category.
+ * Header fields keep printable US-ASCII only (other bytes become '_') up
+ * to their RFC lengths; an empty or absent one is "-".  The structured
+ * data repeats the fields a collector filters on (id, outcome, reason,
+ * status, sub, client_id, patient, ip, chain), its values escaped as in
+ * section 6.3.3 ('"', '\' and ']' after a '\'), made valid UTF-8 and with
+ * control characters replaced by U+FFFD, so a message stays one line.
+ * pen <= 0: no structured data ("-").  MSG is the JSON record without its
+ * LF and without a BOM, as RFC 8259 forbids one in JSON text; RFC 5424
+ * allows that (MSG-ANY).  octet_counting != 0 prefixes "LEN " for TCP
+ * (RFC 6587 section 3.4.1); otherwise the caller frames the message.
+ */
+size_t welby_audit_syslog(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, int facility, const char *hostname,
+    const char *app, int pen, int octet_counting);
+
+#endif /* WELBY_AUDIT_H */

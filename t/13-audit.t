@@ -1,0 +1,232 @@
+#!/usr/bin/perl
+
+# The audit trail (welby_audit_log): exactly one JSON Lines record per
+# request of a "welby on" location, whatever happened to it, with ids and
+# codes but never a token, a body or a query value; owner-only files,
+# reopened on USR1, buffered and flushed, and a hash chain that
+# conf/audit-verify checks.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use JSON::XS ();
+use Time::HiRes qw(sleep);
+use Welby::Nginx qw(http_req parse_response);
+use Welby::JWT qw(gen_key jwt write_jwks);
+
+my $t = Welby::Nginx->new();
+my $d = $t->testdir();
+
+plan(skip_all => 'njs (the echo backend) is not installed')
+    unless $t->has_js;
+
+my $key = gen_key('ES256', kid => 'k1');
+write_jwks("$d/keys.jwks", $key);
+$t->write_file('query.key', 'q' x 40);
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+%%TEST_GLOBALS%%
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    welby_issuer https://issuer.test keys=%%TESTDIR%%/keys.jwks
+                 audience=https://fhir.test;
+    welby_audit_log %%TESTDIR%%/audit.log;
+    welby_audit_log %%TESTDIR%%/buffered.log buffer=64k flush=1s;
+    welby_audit_node gw-test;
+    welby_audit_query_key %%TESTDIR%%/query.key;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+
+        location / {
+            welby on;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+
+        location /down/ {
+            welby on;
+            proxy_pass http://127.0.0.1:%%PORT_8082%%;
+        }
+
+        location /redirected/ {
+            welby on;
+            error_page 404 = /fallback/;
+            return 404;
+        }
+
+        location /fallback/ {
+            welby on;
+            welby_token off;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+
+        location /open/ {
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        location / { js_content echo.echo; }
+    }
+}
+EOF
+
+$t->run()->plan(31);
+
+my $tok = jwt(key => $key, set => { iss => 'https://issuer.test',
+    aud => 'https://fhir.test', sub => 'nurse-7', jti => 'jti-audit-1' });
+
+sub req {
+    my (%o) = @_;
+    return parse_response(http_req(%o));
+}
+
+sub records {
+    my ($file) = @_;
+    my @r;
+    for my $line (split /\n/, $t->read_file($file // 'audit.log')) {
+        push @r, eval { JSON::XS->new->decode($line) } // { bad => $line };
+    }
+    return @r;
+}
+
+sub by_id {
+    my ($id) = @_;
+    return grep { ($_->{id} // '') eq $id } records();
+}
+
+# an allowed request, with a query that holds health data
+
+my $r = req(uri => '/Observation?code=diabetes&subject=p1&code=x',
+    headers => ["Authorization: Bearer $tok"]);
+my @a = by_id($r->header('X-Request-Id'));
+is(scalar @a, 1, 'allowed: exactly one record');
+my $a = $a[0] || {};
+is("$a->{outcome}/$a->{category}/$a->{http}{status}", 'allow/operation/200',
+    'allowed: outcome allow, category operation, status 200');
+is_deeply($a->{http}{query}{names}, ['code', 'subject'],
+    'allowed: the query is kept as its parameter names, once each');
+like($a->{http}{query}{hmac} // '', qr/^[0-9a-f]{64}$/,
+    'allowed: and a keyed hash of the whole query');
+is("$a->{agent}{sub} $a->{agent}{jti}", 'nurse-7 jti-audit-1',
+    'allowed: the agent is the token\'s sub, and its jti');
+is("$a->{node} $a->{schema}", 'gw-test 1', 'allowed: node and schema');
+is($a->{upstream}{status}, 200, 'allowed: the upstream status');
+like($a->{time} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    'allowed: a UTC time with milliseconds');
+
+# refusals of each step
+
+$r = req(uri => '/Patient/p1');
+($a) = by_id($r->header('X-Request-Id'));
+is(join('/', map { $_ // '' } @{$a}{qw(outcome category reason)}),
+    'deny/authentication/token_missing',
+    'no token: outcome deny, category authentication, reason token_missing');
+
+$r = req(uri => '/Patient/p1', method => 'PROPFIND');
+($a) = by_id($r->header('X-Request-Id'));
+is(join('/', map { $_ // '' } @{$a}{qw(outcome category reason)}),
+    'deny/event/method_not_allowed', 'PROPFIND: deny, event, its reason');
+
+$r = req(uri => '/Patient/..%2Fp1', headers => ["Authorization: Bearer $tok"]);
+($a) = by_id($r->header('X-Request-Id'));
+is($a && $a->{reason}, 'request_malformed', 'encoded slash: request_malformed');
+
+# an upstream that is down
+
+$r = req(uri => '/down/x', headers => ["Authorization: Bearer $tok"]);
+@a = by_id($r->header('X-Request-Id'));
+is(scalar @a, 1, 'upstream down: one record');
+is(($a[0] || {})->{outcome} . '/' . (($a[0] || {})->{http}{status} // ''),
+    'error/502', 'upstream down: outcome error, status 502');
+
+# an internal redirect: still one record, for the request
+
+my $before = () = records();
+$r = req(uri => '/redirected/x', headers => ["Authorization: Bearer $tok"]);
+is($r->status, 200, 'error_page redirect served by the fallback location');
+is(scalar(records()) - $before, 1, 'internal redirect: exactly one record');
+
+# a location without welby: no record
+
+$before = () = records();
+req(uri => '/open/x');
+is(scalar(records()) - $before, 0, 'a location without welby: no record');
+
+# nothing of the request's secrets or health data
+
+my $secret_tok = jwt(key => $key, set => { iss => 'https://issuer.test',
+    aud => 'https://fhir.test', sub => 'u9', jti => 'jti-2' });
+req(uri => '/Patient?name=Yamada-Hanako&birthdate=1980-02-03',
+    method => 'POST', body => '{"resourceType":"Patient","secret":"BODY-PHI"}',
+    headers => ["Authorization: Bearer $secret_tok",
+        'Content-Type: application/fhir+json', 'Cookie: sid=COOKIE-VALUE']);
+# (the error log is read above the debug level: debug logs everything, and
+# is for development only)
+my @entries = split /\n(?=\d{4}\/\d\d\/\d\d )/, $t->read_file('error.log');
+my $all = $t->read_file('audit.log') . join "\n",
+    grep { !/^\S+ \S+ \[debug\]/ } @entries;
+unlike($all, qr/\Q$secret_tok\E/, 'no token in the audit or error log');
+unlike($all, qr/\Q$tok\E/, 'not the earlier one either');
+unlike($all, qr/Yamada-Hanako|1980-02-03|diabetes/,
+    'no query value in the audit or error log');
+unlike($all, qr/BODY-PHI|COOKIE-VALUE/, 'no body, no cookie');
+
+# the files
+
+is(sprintf('%o', (stat "$d/audit.log")[2] & 07777), '600',
+    'the audit log is owner-only (0600)');
+is(scalar(grep { $_->{bad} } records()), 0, 'every line is valid JSON');
+
+my $n = () = records();
+my @buffered = records('buffered.log');
+ok(@buffered < $n, 'the buffered sink holds records back');
+sleep 1.5;
+@buffered = records('buffered.log');
+is(scalar @buffered, $n, 'flush=1s: after a second it has them all');
+
+my $out = `$FindBin::Bin/../conf/audit-verify $d/audit.log 2>&1`;
+is($? >> 8, 0, 'audit-verify: the chain of the file is intact') or diag $out;
+
+# reopen, as logrotate does it
+
+rename "$d/audit.log", "$d/audit.log.1";
+kill 'USR1', $t->read_file('nginx.pid') =~ /(\d+)/;
+sleep 0.5;
+$r = req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]);
+my @new = records('audit.log');
+is(scalar(grep { ($_->{id} // '') eq $r->header('X-Request-Id') } @new), 1,
+    'after USR1 the record goes to the new file');
+is(sprintf('%o', (stat "$d/audit.log")[2] & 07777), '600',
+    'the new file is owner-only too');
+$out = `$FindBin::Bin/../conf/audit-verify $d/audit.log $d/audit.log.1 2>&1`;
+is($? >> 8, 0, 'audit-verify: old and new files both intact') or diag $out;
+
+# the verifier finds a removed line and an edited one
+
+my @lines = split /^/, $t->read_file('audit.log.1');
+$t->write_file('removed.log', join '', @lines[0 .. 2], @lines[4 .. $#lines]);
+$out = `$FindBin::Bin/../conf/audit-verify $d/removed.log 2>&1`;
+is($? >> 8, 1, 'audit-verify: a removed line breaks the chain');
+my $edited = $lines[2];
+$edited =~ s/"seq":(\d+)/'"seq":' . ($1 + 100)/e;
+$t->write_file('edited.log', join '', @lines[0 .. 1], $edited,
+    @lines[3 .. $#lines]);
+$out = `$FindBin::Bin/../conf/audit-verify $d/edited.log 2>&1`;
+is($? >> 8, 1, 'audit-verify: an edited line breaks the chain');
+
+# a stop writes what the buffer holds
+
+$r = req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]);
+$t->stop();
+is(scalar(grep { ($_->{id} // '') eq $r->header('X-Request-Id') }
+    records('buffered.log')), 1,
+    'nginx stopped at once: the buffered record is in the file');

@@ -1,0 +1,588 @@
+/*
+ * Unit tests: audit records as JSON lines, query names and keyed hashes,
+ * the hash chain, RFC 5424 syslog messages.
+ */
+
+#include <stdlib.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "tap.h"
+#include "welby_audit.h"
+
+
+#define S(s)  { (const unsigned char *) (s), sizeof(s) - 1 }
+
+
+static json_t *
+load(const unsigned char *buf, size_t len)
+{
+    json_error_t  err;
+
+    /* one line: the LF last, and nowhere else */
+    if (len == 0 || buf[len - 1] != '\n'
+        || memchr(buf, '\n', len - 1) != NULL)
+    {
+        return NULL;
+    }
+
+    return json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);
+}
+
+
+static const char *
+get_str(json_t *doc, const char *path1, const char *path2)
+{
+    json_t  *v;
+
+    v = json_object_get(doc, path1);
+    if (path2 != NULL) {
+        v = json_object_get(v, path2);
+    }
+
+    return json_is_string(v) ? json_string_value(v) : "(not a string)";
+}
+
+
+static json_int_t
+get_int(json_t *doc, const char *path1, const char *path2)
+{
+    json_t  *v;
+
+    v = json_object_get(doc, path1);
+    if (path2 != NULL) {
+        v = json_object_get(v, path2);
+    }
+
+    return json_is_integer(v) ? json_integer_value(v) : -999;
+}
+
+
+/* whether needle occurs in the len bytes of buf */
+static int
+contains(const unsigned char *buf, size_t len, const char *needle)
+{
+    size_t  i, n;
+
+    n = strlen(needle);
+
+    for (i = 0; i + n <= len; i++) {
+        if (memcmp(buf + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+sha256_hex(char out[65], const char *prev, const unsigned char *p,
+    size_t len)
+{
+    size_t              i;
+    unsigned int        md_len;
+    EVP_MD_CTX         *ctx;
+    unsigned char       md[EVP_MAX_MD_SIZE];
+    static const char   hex[] = "0123456789abcdef";
+
+    ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestUpdate(ctx, prev, 64);
+    EVP_DigestUpdate(ctx, p, len);
+    EVP_DigestFinal_ex(ctx, md, &md_len);
+    EVP_MD_CTX_free(ctx);
+
+    for (i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0xf];
+    }
+
+    out[64] = '\0';
+}
+
+
+static size_t
+names(char *out, size_t cap, const char *args)
+{
+    size_t  n;
+
+    n = welby_audit_query_names((unsigned char *) out, cap - 1,
+                                (const unsigned char *) args, strlen(args));
+    out[n < cap ? n : cap - 1] = '\0';
+
+    return n;
+}
+
+
+int
+main(void)
+{
+    int                    i, all;
+    char                   expect[65], nm[4096], query[8192], *p;
+    size_t                 n, m, k;
+    json_t                *doc, *v;
+    unsigned char         *big, *buf, hex[65], prev[65], next[65];
+    welby_audit_record_t   r;
+    static const int64_t   rules[] = { 942100, 941110 };
+    static const char      zeros[] =
+        "0000000000000000000000000000000000000000000000000000000000000000";
+
+    buf = malloc(256 * 1024);
+    big = malloc(128 * 1024);
+    if (buf == NULL || big == NULL) {
+        return 2;
+    }
+
+    /* an empty record: the required members only */
+
+    welby_audit_record_init(&r);
+    n = welby_audit_json(NULL, 0, &r);
+    m = welby_audit_json(buf, 65536, &r);
+    ok(n == m, "length-only mode gives the written length (empty record)");
+    doc = load(buf, m);
+    ok(doc != NULL, "an empty record is one JSON line");
+    ok(json_object_size(doc) == 4,
+       "an empty record holds schema, category, severity, outcome only");
+    ok(get_int(doc, "schema", NULL) == WELBY_AUDIT_SCHEMA,
+       "schema is WELBY_AUDIT_SCHEMA");
+    is_str(get_str(doc, "outcome", NULL), "error",
+           "an outcome nobody set reads as error, not allow");
+    ok(json_object_get(doc, "http") == NULL
+       && json_object_get(doc, "agent") == NULL
+       && json_object_get(doc, "chain") == NULL
+       && json_object_get(doc, "reason") == NULL,
+       "absent objects, chain and reason are omitted");
+    ok(buf[0] == '{' && buf[m - 2] == '}', "compact: no leading or "
+       "trailing space");
+    json_decref(doc);
+
+    /* a full record */
+
+    welby_audit_record_init(&r);
+    r.time_ms = INT64_C(1714564800123);
+    r.id = (welby_str_t) S("req-1");
+    r.node = (welby_str_t) S("node-a");
+    r.stream = (welby_str_t) S("4242.1714560000000");
+    r.seq = 7;
+    r.category = WELBY_AUDIT_CAT_AUTHENTICATION;
+    r.severity = WELBY_AUDIT_SEV_WARNING;
+    r.outcome = WELBY_AUDIT_OUTCOME_DENY;
+    r.reason = WELBY_REASON_TOKEN_EXPIRED;
+    r.method = (welby_str_t) S("GET");
+    r.path = (welby_str_t) S("/fhir/Observation");
+    r.query_names = (welby_str_t) S("patient,code");
+    r.query_hmac = (welby_str_t) S("ab12");
+    r.status = 401;
+    r.bytes_in = 0;
+    r.bytes_out = 345;
+    r.time_taken_ms = 3;
+    r.interaction = (welby_str_t) S("search-type");
+    r.resource_type = (welby_str_t) S("Observation");
+    r.patient = (welby_str_t) S("p-9");
+    r.sub = (welby_str_t) S("user-1");
+    r.client_id = (welby_str_t) S("app-1");
+    r.iss = (welby_str_t) S("https://idp.example");
+    r.fhir_user = (welby_str_t) S("Patient/p-9");
+    r.role = (welby_str_t) S("patient");
+    r.amr = (welby_str_t) S("pwd otp");
+    r.jti = (welby_str_t) S("jti-1");
+    r.cert_sha256 = (welby_str_t) S("q3KV");
+    r.ip = (welby_str_t) S("192.0.2.7");
+    r.port = 51234;
+    r.country = (welby_str_t) S("JP");
+    r.asn = 64500;
+    r.tls_protocol = (welby_str_t) S("TLSv1.3");
+    r.waf_rules = rules;
+    r.nwaf_rules = 2;
+    r.limit_key = (welby_str_t) S("sub:user-1");
+    r.upstream_status = 502;
+
+    n = welby_audit_json(NULL, 0, &r);
+    m = welby_audit_json(buf, 65536, &r);
+    ok(n == m, "length-only mode gives the written length (full record)");
+    doc = load(buf, m);
+    ok(doc != NULL, "a full record is one JSON line");
+    is_str(get_str(doc, "time", NULL), "2024-05-01T12:00:00.123Z",
+           "time is UTC with milliseconds");
+    is_str(get_str(doc, "id", NULL), "req-1", "id");
+    is_str(get_str(doc, "node", NULL), "node-a", "node");
+    is_str(get_str(doc, "stream", NULL), "4242.1714560000000", "stream");
+    ok(get_int(doc, "seq", NULL) == 7, "seq");
+    is_str(get_str(doc, "category", NULL), "authentication", "category");
+    is_str(get_str(doc, "severity", NULL), "warning", "severity");
+    is_str(get_str(doc, "outcome", NULL), "deny", "outcome");
+    is_str(get_str(doc, "reason", NULL), "token_expired",
+           "reason is the code of the one reason list");
+    is_str(get_str(doc, "http", "method"), "GET", "http.method");
+    is_str(get_str(doc, "http", "path"), "/fhir/Observation", "http.path");
+    v = json_object_get(json_object_get(json_object_get(doc, "http"),
+                                        "query"), "names");
+    ok(json_is_array(v) && json_array_size(v) == 2
+       && strcmp(json_string_value(json_array_get(v, 1)), "code") == 0,
+       "http.query.names is an array of the names");
+    is_str(json_string_value(json_object_get(json_object_get(
+               json_object_get(doc, "http"), "query"), "hmac")), "ab12",
+           "http.query.hmac");
+    ok(get_int(doc, "http", "status") == 401, "http.status");
+    ok(get_int(doc, "http", "bytes_in") == 0, "a zero number is present");
+    ok(get_int(doc, "http", "bytes_out") == 345, "http.bytes_out");
+    ok(get_int(doc, "http", "time_ms") == 3, "http.time_ms");
+    is_str(get_str(doc, "fhir", "interaction"), "search-type",
+           "fhir.interaction");
+    is_str(get_str(doc, "fhir", "patient"), "p-9", "fhir.patient");
+    ok(json_object_get(json_object_get(doc, "fhir"), "id") == NULL,
+       "an absent member of a present object is omitted");
+    is_str(get_str(doc, "agent", "fhir_user"), "Patient/p-9",
+           "agent.fhir_user");
+    v = json_object_get(json_object_get(doc, "agent"), "amr");
+    ok(json_is_array(v) && json_array_size(v) == 2
+       && strcmp(json_string_value(json_array_get(v, 0)), "pwd") == 0,
+       "agent.amr is an array");
+    is_str(get_str(doc, "agent", "jti"), "jti-1", "agent.jti");
+    is_str(get_str(doc, "agent", "cert_sha256"), "q3KV",
+           "agent.cert_sha256");
+    is_str(get_str(doc, "source", "ip"), "192.0.2.7", "source.ip");
+    ok(get_int(doc, "source", "port") == 51234
+       && get_int(doc, "source", "asn") == 64500, "source.port, asn");
+    is_str(get_str(doc, "tls", "protocol"), "TLSv1.3", "tls.protocol");
+    v = json_object_get(json_object_get(doc, "waf"), "rules");
+    ok(json_is_array(v) && json_array_size(v) == 2
+       && json_integer_value(json_array_get(v, 1)) == 941110,
+       "waf.rules is an array of numbers");
+    is_str(get_str(doc, "limit", "key"), "sub:user-1", "limit.key");
+    ok(get_int(doc, "upstream", "status") == 502, "upstream.status");
+    ok(strncmp((char *) buf, "{\"schema\":1,\"time\":", 19) == 0,
+       "schema is the first member");
+    json_decref(doc);
+
+    /* a buffer too small: the full length, nothing written past cap */
+
+    k = welby_audit_json(NULL, 0, &r);
+    p = malloc(k - 1);
+    ok(p != NULL && welby_audit_json((unsigned char *) p, k - 1, &r) == k,
+       "a short buffer gets the needed length and no overflow");
+    free(p);
+
+    /* hostile strings */
+
+    welby_audit_record_init(&r);
+    r.id = (welby_str_t) S("a\"b\\c\nd\re\tf\x01g\x1fh\x7f");
+    r.path = (welby_str_t) S("/x\xff" "y\xc0\xaf" "z\xed\xa0\x80" "w\xe2\x82");
+    r.sub = (welby_str_t) S("caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e");
+    r.iss = (welby_str_t) S("\xf4\x90\x80\x80");
+    r.role = (welby_str_t) S("\",\"outcome\":\"allow");
+    n = welby_audit_json(NULL, 0, &r);
+    m = welby_audit_json(buf, 65536, &r);
+    ok(n == m, "length-only mode gives the written length (hostile)");
+    doc = load(buf, m);
+    ok(doc != NULL, "hostile strings still make one valid JSON line");
+    is_str(get_str(doc, "id", NULL), "a\"b\\c\nd\re\tf\x01g\x1fh\x7f",
+           "quotes, backslashes and control characters round-trip");
+    is_str(get_str(doc, "agent", "sub"),
+           "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e",
+           "valid UTF-8 passes as it is");
+    is_str(get_str(doc, "http", "path"),
+           "/x\xef\xbf\xbdy\xef\xbf\xbd\xef\xbf\xbdz\xef\xbf\xbd\xef\xbf\xbd"
+           "\xef\xbf\xbdw\xef\xbf\xbd\xef\xbf\xbd",
+           "invalid, overlong, surrogate and cut UTF-8 become U+FFFD");
+    is_str(get_str(doc, "agent", "iss"),
+           "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd",
+           "a code point above U+10FFFF becomes U+FFFD");
+    is_str(get_str(doc, "outcome", NULL), "error",
+           "a string cannot inject a member");
+    is_str(get_str(doc, "agent", "role"), "\",\"outcome\":\"allow",
+           "the injected text stays inside its string");
+    json_decref(doc);
+
+    memset(big, 'A', 100000);
+    big[50000] = '"';
+    big[60000] = '\\';
+    big[70000] = 0xfe;
+    welby_audit_record_init(&r);
+    r.path.data = big;
+    r.path.len = 100000;
+    n = welby_audit_json(NULL, 0, &r);
+    m = welby_audit_json(buf, 256 * 1024, &r);
+    ok(n == m, "length-only mode gives the written length (100 kB)");
+    doc = load(buf, m);
+    ok(doc != NULL, "a 100 kB value makes valid JSON");
+    ok(doc != NULL
+       && strlen(get_str(doc, "http", "path")) == 100000 + 2,
+       "a long value is kept whole (one byte became three)");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    r.patient = (welby_str_t) S("p");
+    r.id.data = (const unsigned char *) "";
+    r.id.len = 0;
+    m = welby_audit_json(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(doc != NULL && json_object_size(json_object_get(doc, "fhir")) == 1,
+       "an object with one present member holds just it");
+    is_str(get_str(doc, "id", NULL), "", "an empty string is present");
+    json_decref(doc);
+
+    /* timestamps */
+
+    welby_audit_record_init(&r);
+    r.time_ms = 0;
+    m = welby_audit_json(buf, 65536, &r);
+    doc = load(buf, m);
+    is_str(get_str(doc, "time", NULL), "1970-01-01T00:00:00.000Z",
+           "the epoch");
+    json_decref(doc);
+
+    r.time_ms = INT64_C(951782400999);
+    m = welby_audit_json(buf, 65536, &r);
+    doc = load(buf, m);
+    is_str(get_str(doc, "time", NULL), "2000-02-29T00:00:00.999Z",
+           "a leap day");
+    json_decref(doc);
+
+    r.time_ms = INT64_C(253402300799999);
+    m = welby_audit_json(buf, 65536, &r);
+    doc = load(buf, m);
+    is_str(get_str(doc, "time", NULL), "9999-12-31T23:59:59.999Z",
+           "the last four-digit year");
+    json_decref(doc);
+
+    r.time_ms = INT64_C(253402300800000);
+    m = welby_audit_json(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(doc != NULL && json_object_get(doc, "time") == NULL,
+       "a time past year 9999 is omitted, not garbled");
+    json_decref(doc);
+
+    /* query names */
+
+    names(nm, sizeof(nm), "patient=1&code=2&patient=3");
+    is_str(nm, "patient,code", "duplicate names appear once, first order");
+    names(nm, sizeof(nm), "=x&&a=1&=&b=");
+    is_str(nm, "a,b", "empty names and empty parameters are dropped");
+    names(nm, sizeof(nm), "flag&John%20Smith&a=1");
+    is_str(nm, "a", "a parameter without '=' is dropped");
+    names(nm, sizeof(nm), "a\x01" "b=1&c\n=2&d\x7f=3&e=4");
+    is_str(nm, "e", "names with control characters are dropped");
+    names(nm, sizeof(nm), "a b=1&c,d=2&\xc3\xa9=3&\"=4&f=5");
+    is_str(nm, "f", "spaces, ',', '\"' and non-ASCII drop a name");
+    names(nm, sizeof(nm),
+          "_has:Observation:patient:code=1&subject:Patient.name=2"
+          "&code:text=3&_id=4&a%5B0%5D=5");
+    is_str(nm, "_has:Observation:patient:code,subject:Patient.name,"
+               "code:text,_id,a%5B0%5D",
+           "FHIR modifiers, chains and encoded names are kept");
+    memset(query, 'n', 64);
+    strcpy(query + 64, "=1&");
+    memset(query + 67, 'm', 65);
+    strcpy(query + 132, "=2&z=3");
+    names(nm, sizeof(nm), query);
+    ok(strlen(nm) == 66 && nm[63] == 'n' && strcmp(nm + 64, ",z") == 0,
+       "a 64-byte name is kept, a 65-byte name dropped");
+    p = query;
+    for (i = 0; i < 40; i++) {
+        p += sprintf(p, "%sp%d=v%d", i ? "&" : "", i, i);
+    }
+    names(nm, sizeof(nm), query);
+    for (p = nm, k = 0; *p; p++) {
+        k += *p == ',';
+    }
+    ok(k + 1 == WELBY_AUDIT_QUERY_NAMES, "at most 32 names");
+    ok(strncmp(nm, "p0,p1,", 6) == 0 && strcmp(nm + strlen(nm) - 4, ",p31")
+       == 0, "the first 32 names, in order");
+    ok(strstr(nm, "v1") == NULL, "no value appears");
+    n = welby_audit_query_names(NULL, 0, (const unsigned char *) query,
+                                strlen(query));
+    ok(n == strlen(nm), "length-only mode gives the written length (names)");
+    ok(welby_audit_query_names(NULL, 0, NULL, 0) == 0
+       && names(nm, sizeof(nm), "") == 0, "an empty query has no names");
+    names(nm, sizeof(nm), "a=1&a=2&a=3&b");
+    is_str(nm, "a", "repeats do not count against the limit");
+
+    /* the query in a record: names and a keyed hash, never values */
+
+    strcpy(query, "name=Yamada%20Taro&birthdate=1970-01-01&code=E11");
+    k = names(nm, sizeof(nm), query);
+    ok(welby_audit_query_hash(hex, (const unsigned char *) "k3y", 3,
+                              (const unsigned char *) query, strlen(query))
+       == 0, "the query hash is computed");
+    welby_audit_record_init(&r);
+    r.query_names.data = (const unsigned char *) nm;
+    r.query_names.len = k;
+    r.query_hmac.data = hex;
+    r.query_hmac.len = 64;
+    m = welby_audit_json(buf, 65536, &r);
+    ok(!contains(buf, m, "Yamada") && !contains(buf, m, "1970")
+       && !contains(buf, m, "E11"), "no query value reaches the record");
+    ok(contains(buf, m, "\"names\":[\"name\",\"birthdate\",\"code\"]"),
+       "the names do");
+
+    ok(welby_audit_query_hash(hex, (const unsigned char *) "Jefe", 4,
+                              (const unsigned char *)
+                              "what do ya want for nothing?", 28) == 0,
+       "HMAC of RFC 4231 test case 2");
+    is_str((char *) hex,
+           "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+           "HMAC-SHA256 matches RFC 4231 test case 2");
+    memcpy(expect, hex, 65);
+    welby_audit_query_hash(hex, (const unsigned char *) "Jeff", 4,
+                           (const unsigned char *)
+                           "what do ya want for nothing?", 28);
+    ok(strcmp(expect, (char *) hex) != 0, "another key, another hash");
+    ok(welby_audit_query_hash(hex, (const unsigned char *) "", 0,
+                              (const unsigned char *) "a=1", 3) == -1,
+       "an empty key is refused");
+    ok(welby_audit_query_hash(hex, (const unsigned char *) "k", 1, NULL, 0)
+       == 0 && strlen((char *) hex) == 64, "an empty query is hashed");
+
+    /* the hash chain */
+
+    ok(welby_audit_chain(next, NULL, (const unsigned char *) "{\"a\":1", 6)
+       == 0, "a chain step is computed");
+    sha256_hex(expect, zeros, (const unsigned char *) "{\"a\":1", 6);
+    is_str((char *) next, expect, "the first step hashes 64 '0' || P");
+    welby_audit_chain(hex, (const unsigned char *) zeros,
+                      (const unsigned char *) "{\"a\":1", 6);
+    is_str((char *) hex, (char *) next, "prev NULL is 64 '0'");
+    welby_audit_chain(hex, next, (const unsigned char *) "{\"a\":1", 6);
+    ok(strcmp((char *) hex, (char *) next) != 0,
+       "the same text after another prev chains differently");
+    welby_audit_chain(hex, NULL, (const unsigned char *) "{\"a\":2", 6);
+    ok(strcmp((char *) hex, (char *) next) != 0,
+       "one byte altered changes the chain");
+
+    welby_audit_record_init(&r);
+    r.time_ms = INT64_C(1714564800123);
+    r.id = (welby_str_t) S("req-1");
+    r.stream = (welby_str_t) S("1.1");
+    r.seq = 1;
+    r.outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+
+    n = welby_audit_json_chained(NULL, 0, &r, NULL, next);
+    m = welby_audit_json_chained(buf, 65536, &r, NULL, next);
+    ok(n == m, "length-only mode gives the written length (chained)");
+    doc = load(buf, m);
+    ok(doc != NULL, "a chained record is one JSON line");
+    is_str(get_str(doc, "chain", NULL), (char *) next,
+           "the line carries the chain value returned");
+    json_decref(doc);
+    ok(m > WELBY_AUDIT_CHAIN_TAIL + 1
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL, ",\"chain\":\"", 10)
+          == 0
+       && memcmp(buf + m - 3, "\"}\n", 3) == 0,
+       "chain is the last member, in the fixed tail");
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) next, expect,
+           "chain = SHA-256(64 '0' || the line before ,\"chain\")");
+
+    memcpy(prev, next, 65);
+    r.seq = 2;
+    r.id = (welby_str_t) S("req-2");
+    m = welby_audit_json_chained(buf, 65536, &r, prev, next);
+    sha256_hex(expect, (char *) prev, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) next, expect, "the second line chains from the first");
+
+    n = welby_audit_json_chained(buf, 65536, &r, prev, hex);
+    ok(n == m && strcmp((char *) hex, (char *) next) == 0,
+       "the chain is deterministic");
+
+    memcpy(hex, "unchanged", 10);
+    ok(welby_audit_json_chained(buf, m - 1, &r, prev, hex) == m
+       && strcmp((char *) hex, "unchanged") == 0,
+       "a line that does not fit leaves next_hex alone");
+
+    r.chain = next;
+    n = welby_audit_json(NULL, 0, &r);
+    k = welby_audit_json(buf + 4096, 65536, &r);
+    welby_audit_json_chained(buf, 65536, &r, prev, hex);
+    ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
+       "welby_audit_json() with r->chain writes the same line");
+
+    /* RFC 5424 */
+
+    welby_audit_record_init(&r);
+    r.time_ms = INT64_C(1714564800123);
+    r.id = (welby_str_t) S("req-1");
+    r.node = (welby_str_t) S("node a");
+    r.stream = (welby_str_t) S("4242.1");
+    r.category = WELBY_AUDIT_CAT_AUTHENTICATION;
+    r.severity = WELBY_AUDIT_SEV_WARNING;
+    r.outcome = WELBY_AUDIT_OUTCOME_DENY;
+    r.reason = WELBY_REASON_TOKEN_SIGNATURE;
+    r.status = 401;
+    r.sub = (welby_str_t) S("a\"b\\c]d");
+    r.client_id = (welby_str_t) S("x\ny\xff");
+    r.chain = next;
+
+    n = welby_audit_syslog(NULL, 0, &r, 13, NULL, NULL, 32473, 0);
+    m = welby_audit_syslog(buf, 65536, &r, 13, NULL, NULL, 32473, 0);
+    buf[m] = '\0';
+    ok(n == m, "length-only mode gives the written length (syslog)");
+    ok(strncmp((char *) buf, "<108>1 2024-05-01T12:00:00.123Z node_a welby "
+                             "4242.1 authentication [welby@32473 ", 76) == 0,
+       "PRI = 13 * 8 + warning; timestamp; node as hostname; app; "
+       "stream as PROCID; category as MSGID");
+    ok(strstr((char *) buf, " sub=\"a\\\"b\\\\c\\]d\"") != NULL,
+       "SD-PARAM values escape '\"', '\\' and ']'");
+    ok(strstr((char *) buf, " client_id=\"x\xef\xbf\xbdy\xef\xbf\xbd\"")
+       != NULL, "a control character or invalid UTF-8 becomes U+FFFD");
+    ok(strstr((char *) buf, " id=\"req-1\" outcome=\"deny\" "
+                            "reason=\"token_signature\" status=\"401\"")
+       != NULL, "id, outcome, reason and status are structured data");
+    ok(strstr((char *) buf, " chain=\"") != NULL,
+       "the chain value is structured data too");
+    ok(memchr(buf, '\n', m) == NULL, "a syslog message is one line");
+    k = welby_audit_json(buf + 65536, 65536, &r);
+    ok(m > k && memcmp(buf + m - (k - 1), buf + 65536, k - 1) == 0
+       && buf[m - k] == ' ',
+       "MSG is the JSON record without LF or BOM");
+
+    m = welby_audit_syslog(buf, 65536, &r, 13, NULL, NULL, 32473, 1);
+    buf[m] = '\0';
+    k = strtoul((char *) buf, &p, 10);
+    ok(*p == ' ' && k == m - (size_t) (p + 1 - (char *) buf),
+       "the octet count equals the byte length of the rest");
+    ok(k == n, "the counted message is the unframed one");
+    ok(welby_audit_syslog(NULL, 0, &r, 13, NULL, NULL, 32473, 1) == m,
+       "length-only mode gives the written length (octet counting)");
+
+    m = welby_audit_syslog(buf, 65536, &r, 4, "gw-1.example", "phr", 0, 0);
+    buf[m] = '\0';
+    ok(strncmp((char *) buf, "<36>1 2024-05-01T12:00:00.123Z gw-1.example "
+                             "phr 4242.1 authentication - {", 70) == 0,
+       "hostname and app as given; no PEN, no structured data");
+
+    all = 1;
+    for (i = WELBY_AUDIT_SEV_EMERGENCY; i <= WELBY_AUDIT_SEV_DEBUG; i++) {
+        r.severity = (welby_audit_severity_e) i;
+        m = welby_audit_syslog(buf, 65536, &r, 10, NULL, NULL, 0, 0);
+        buf[m] = '\0';
+        all &= (size_t) atoi((char *) buf + 1) == (size_t) (10 * 8 + i);
+    }
+    ok(all, "every severity maps to its RFC 5424 value");
+
+    r.severity = WELBY_AUDIT_SEV_NOTICE;
+    m = welby_audit_syslog(buf, 65536, &r, 99, NULL, NULL, 0, 0);
+    ok(strncmp((char *) buf, "<109>1 ", 7) == 0,
+       "a facility out of range becomes 13 (log audit)");
+
+    welby_audit_record_init(&r);
+    m = welby_audit_syslog(buf, 65536, &r, 13, NULL, NULL, 1, 0);
+    buf[m] = '\0';
+    ok(strncmp((char *) buf, "<110>1 - - welby - event [welby@1 "
+                             "outcome=\"error\"] {\"schema\":1,", 54) == 0,
+       "absent header fields are NILVALUE");
+
+    memset(big, 'h', 300);
+    big[300] = '\0';
+    m = welby_audit_syslog(buf, 65536, &r, 13, (char *) big, NULL, 0, 0);
+    buf[m] = '\0';
+    ok(strncmp((char *) buf + 9, (char *) big, 255) == 0
+       && buf[9 + 255] == ' ', "HOSTNAME is cut at 255 bytes");
+
+    free(buf);
+    free(big);
+
+    return done_testing();
+}
