@@ -41,6 +41,39 @@ typedef struct {
 } ngx_http_welby_audit_sink_t;
 
 
+typedef struct {
+    ngx_str_t                   name;       /* as configured, for logs */
+    ngx_addr_t                  server;
+    ngx_socket_t                fd;         /* per worker, opened lazily */
+    ngx_uint_t                  facility;
+    ngx_uint_t                  pen;
+    ngx_str_t                   tag;        /* NUL-terminated */
+    ngx_uint_t                  failures;
+    time_t                      alerted;
+} ngx_http_welby_audit_syslog_t;
+
+
+static ngx_conf_enum_t  ngx_http_welby_audit_facilities[] = {
+    { ngx_string("kern"), 0 },
+    { ngx_string("user"), 1 },
+    { ngx_string("daemon"), 3 },
+    { ngx_string("auth"), 4 },
+    { ngx_string("authpriv"), 10 },
+    { ngx_string("audit"), 13 },
+    { ngx_string("local0"), 16 },
+    { ngx_string("local1"), 17 },
+    { ngx_string("local2"), 18 },
+    { ngx_string("local3"), 19 },
+    { ngx_string("local4"), 20 },
+    { ngx_string("local5"), 21 },
+    { ngx_string("local6"), 22 },
+    { ngx_string("local7"), 23 },
+    { ngx_null_string, 0 }
+};
+
+
+static void ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
+    welby_audit_record_t *rec, ngx_str_t *node, ngx_log_t *log);
 static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_main_conf_t *wmcf,
     welby_audit_record_t *rec);
@@ -223,6 +256,10 @@ ngx_http_welby_audit_init(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf)
     ngx_uint_t                    i;
     ngx_http_welby_audit_sink_t  *sink;
 
+    if (wmcf->audit_node.len == 0) {
+        wmcf->audit_node = cf->cycle->hostname;
+    }
+
     if (wmcf->audit_sinks == NULL) {
         return NGX_OK;
     }
@@ -237,11 +274,153 @@ ngx_http_welby_audit_init(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf)
         }
     }
 
-    if (wmcf->audit_node.len == 0) {
-        wmcf->audit_node = cf->cycle->hostname;
+    return NGX_OK;
+}
+
+
+/*
+ * welby_audit_syslog server=<address>[:port] | server=unix:<path>
+ *     [facility=<name>] [tag=<app>] [pen=<number>]
+ *
+ * RFC 5424 over UDP or a unix datagram socket: a send never blocks a
+ * worker.  Datagrams can be lost on the way; the files are the record of
+ * reference, and the syslog copy carries their chain values.
+ */
+char *
+ngx_http_welby_audit_syslog(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_welby_main_conf_t *wmcf = conf;
+
+    ngx_int_t                       n;
+    ngx_str_t                      *value, s;
+    ngx_url_t                       u;
+    ngx_uint_t                      i, j;
+    ngx_http_welby_audit_syslog_t  *sl;
+
+    value = cf->args->elts;
+
+    if (wmcf->audit_syslogs == NULL) {
+        wmcf->audit_syslogs = ngx_array_create(cf->pool, 1,
+                                       sizeof(ngx_http_welby_audit_syslog_t));
+        if (wmcf->audit_syslogs == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 
-    return NGX_OK;
+    sl = ngx_array_push(wmcf->audit_syslogs);
+    if (sl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(sl, sizeof(ngx_http_welby_audit_syslog_t));
+
+    sl->fd = (ngx_socket_t) -1;
+    sl->facility = 13;                      /* "log audit", RFC 5424 */
+    ngx_str_set(&sl->tag, "welby");
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "server=", 7) == 0) {
+            ngx_memzero(&u, sizeof(ngx_url_t));
+
+            u.url.data = value[i].data + 7;
+            u.url.len = value[i].len - 7;
+            u.default_port = 514;
+
+            if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in welby_audit_syslog server \"%V\"",
+                                   u.err ? u.err : "invalid address",
+                                   &u.url);
+                return NGX_CONF_ERROR;
+            }
+
+            sl->server = u.addrs[0];
+            sl->name = u.url;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "facility=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            for (j = 0; ngx_http_welby_audit_facilities[j].name.len; j++) {
+                if (ngx_http_welby_audit_facilities[j].name.len == s.len
+                    && ngx_strncmp(ngx_http_welby_audit_facilities[j].name.data,
+                                   s.data, s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (ngx_http_welby_audit_facilities[j].name.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "unknown syslog facility \"%V\"", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            sl->facility = ngx_http_welby_audit_facilities[j].value;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tag=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            if (s.len == 0 || s.len > 48) {
+                goto invalid;
+            }
+
+            for (j = 0; j < s.len; j++) {
+                if (s.data[j] < 0x21 || s.data[j] > 0x7e) {
+                    goto invalid;
+                }
+            }
+
+            sl->tag = s;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "pen=", 4) == 0) {
+            n = ngx_atoi(value[i].data + 4, value[i].len - 4);
+
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            sl->pen = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (sl->server.sockaddr == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_audit_syslog needs server=");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the tag is passed on as a C string */
+
+    s.data = ngx_pnalloc(cf->pool, sl->tag.len + 1);
+    if (s.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(s.data, sl->tag.data, sl->tag.len + 1);
+    sl->tag.data = s.data;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                      "invalid parameter \"%V\" in welby_audit_syslog",
+                      &value[i]);
+
+    return NGX_CONF_ERROR;
 }
 
 
@@ -318,7 +497,9 @@ ngx_http_welby_audit_init_process(ngx_cycle_t *cycle)
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
 
-    if (wmcf == NULL || wmcf->audit_sinks == NULL) {
+    if (wmcf == NULL
+        || (wmcf->audit_sinks == NULL && wmcf->audit_syslogs == NULL))
+    {
         return NGX_OK;
     }
 
@@ -338,13 +519,29 @@ ngx_http_welby_audit_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                    i;
-    ngx_http_welby_audit_sink_t  *sink;
-    ngx_http_welby_main_conf_t   *wmcf;
+    ngx_uint_t                      i;
+    ngx_http_welby_audit_sink_t    *sink;
+    ngx_http_welby_main_conf_t     *wmcf;
+    ngx_http_welby_audit_syslog_t  *sl;
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
 
-    if (wmcf == NULL || wmcf->audit_sinks == NULL) {
+    if (wmcf == NULL) {
+        return;
+    }
+
+    if (wmcf->audit_syslogs) {
+        sl = wmcf->audit_syslogs->elts;
+
+        for (i = 0; i < wmcf->audit_syslogs->nelts; i++) {
+            if (sl[i].fd != (ngx_socket_t) -1) {
+                (void) ngx_close_socket(sl[i].fd);
+                sl[i].fd = (ngx_socket_t) -1;
+            }
+        }
+    }
+
+    if (wmcf->audit_sinks == NULL) {
         return;
     }
 
@@ -369,23 +566,110 @@ ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
 void
 ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
-    ngx_uint_t                    i;
-    welby_audit_record_t          rec;
-    ngx_http_welby_audit_sink_t  *sink;
-    ngx_http_welby_main_conf_t   *wmcf;
+    ngx_uint_t                      i;
+    welby_audit_record_t            rec;
+    ngx_http_welby_audit_sink_t    *sink;
+    ngx_http_welby_main_conf_t     *wmcf;
+    ngx_http_welby_audit_syslog_t  *sl;
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
 
-    if (wmcf->audit_sinks == NULL) {
+    if (wmcf->audit_sinks == NULL && wmcf->audit_syslogs == NULL) {
         return;
     }
 
     ngx_http_welby_audit_fill(r, ctx, wmcf, &rec);
 
-    sink = wmcf->audit_sinks->elts;
+    if (wmcf->audit_sinks) {
+        sink = wmcf->audit_sinks->elts;
 
-    for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
-        ngx_http_welby_audit_emit(&sink[i], &rec, r->connection->log);
+        for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
+            ngx_http_welby_audit_emit(&sink[i], &rec, r->connection->log);
+        }
+
+        /* the syslog copy carries the first file's chain value */
+
+        if (sink[0].chained) {
+            rec.chain = sink[0].prev;
+        }
+    }
+
+    if (wmcf->audit_syslogs) {
+        sl = wmcf->audit_syslogs->elts;
+
+        for (i = 0; i < wmcf->audit_syslogs->nelts; i++) {
+            ngx_http_welby_audit_send(&sl[i], &rec, &wmcf->audit_node,
+                                      r->connection->log);
+        }
+    }
+}
+
+
+static void
+ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
+    welby_audit_record_t *rec, ngx_str_t *node, ngx_log_t *log)
+{
+    size_t      len;
+    u_char     *msg;
+    ssize_t     n;
+    ngx_err_t   err;
+    u_char      host[256];
+    u_char      stack[8192];
+
+    if (sl->fd == (ngx_socket_t) -1) {
+
+        sl->fd = ngx_socket(sl->server.sockaddr->sa_family, SOCK_DGRAM, 0);
+
+        if (sl->fd == (ngx_socket_t) -1) {
+            err = ngx_socket_errno;
+            goto failed;
+        }
+
+        if (ngx_nonblocking(sl->fd) == -1
+            || connect(sl->fd, sl->server.sockaddr, sl->server.socklen) == -1)
+        {
+            err = ngx_socket_errno;
+            (void) ngx_close_socket(sl->fd);
+            sl->fd = (ngx_socket_t) -1;
+            goto failed;
+        }
+    }
+
+    (void) ngx_cpystrn(host, node->data, ngx_min(node->len + 1, sizeof(host)));
+
+    len = welby_audit_syslog(NULL, 0, rec, (int) sl->facility,
+                             (char *) host, (char *) sl->tag.data,
+                             (int) sl->pen, 0);
+
+    msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
+    if (msg == NULL) {
+        return;
+    }
+
+    (void) welby_audit_syslog(msg, len, rec, (int) sl->facility,
+                              (char *) host, (char *) sl->tag.data,
+                              (int) sl->pen, 0);
+
+    n = send(sl->fd, msg, len, 0);
+    err = ngx_socket_errno;
+
+    if (msg != stack) {
+        ngx_free(msg);
+    }
+
+    if (n == (ssize_t) len) {
+        return;
+    }
+
+failed:
+
+    sl->failures++;
+
+    if (ngx_time() - sl->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
+        sl->alerted = ngx_time();
+        ngx_log_error(NGX_LOG_ALERT, log, err,
+                      "welby: audit syslog \"%V\" send failed (%ui times)",
+                      &sl->name, sl->failures);
     }
 }
 

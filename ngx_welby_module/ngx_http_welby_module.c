@@ -98,6 +98,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       0,
       NULL },
 
+    { ngx_string("welby_audit_syslog"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_audit_syslog,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_audit_node"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,

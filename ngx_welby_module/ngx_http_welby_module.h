@@ -87,6 +87,7 @@ typedef struct {
     welby_header_cache_t       *header_cache;   /* per worker */
 
     ngx_array_t                *audit_sinks;    /* welby_audit_log */
+    ngx_array_t                *audit_syslogs;  /* welby_audit_syslog */
     ngx_str_t                   audit_node;
     ngx_str_t                   audit_query_key;
     ngx_str_t                   audit_stream;   /* this worker's chain id */
@@ -184,6 +185,8 @@ ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
 char *ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_welby_audit_query_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_audit_syslog(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_welby_audit_init(ngx_conf_t *cf,
     ngx_http_welby_main_conf_t *wmcf);
