@@ -26,6 +26,7 @@ typedef struct {
     u_char                     *last;
     ngx_msec_t                  flush;
     ngx_event_t                *event;
+    ngx_uint_t                  fhir;       /* format=fhir: AuditEvent */
 
     /* the worker's chain in the file it writes: reset when reopened */
     ngx_fd_t                    fd;
@@ -74,6 +75,8 @@ static ngx_conf_enum_t  ngx_http_welby_audit_facilities[] = {
 
 static void ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     welby_audit_record_t *rec, ngx_str_t *node, ngx_log_t *log);
+static void ngx_http_welby_audit_write_record(ngx_http_request_t *r,
+    ngx_http_welby_main_conf_t *wmcf, welby_audit_record_t *rec);
 static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_main_conf_t *wmcf,
     welby_audit_record_t *rec);
@@ -90,7 +93,7 @@ static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     ngx_log_t *log);
 
 
-/* welby_audit_log <file> [buffer=<size>] [flush=<time>] */
+/* welby_audit_log <file> [format=json|fhir] [buffer=<size>] [flush=<time>] */
 char *
 ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -159,6 +162,15 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "format=json") == 0) {
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "format=fhir") == 0) {
+            sink->fhir = 1;
             continue;
         }
 
@@ -566,31 +578,103 @@ ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
 void
 ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
-    ngx_uint_t                      i;
-    welby_audit_record_t            rec;
-    ngx_http_welby_audit_sink_t    *sink;
-    ngx_http_welby_main_conf_t     *wmcf;
-    ngx_http_welby_audit_syslog_t  *sl;
+    welby_audit_record_t         rec;
+    ngx_http_welby_main_conf_t  *wmcf;
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
 
-    if (wmcf->audit_sinks == NULL && wmcf->audit_syslogs == NULL) {
+    if (wmcf->audit_sinks == NULL && wmcf->audit_syslogs == NULL
+        && wmcf->alerts == NULL)
+    {
         return;
     }
 
     ngx_http_welby_audit_fill(r, ctx, wmcf, &rec);
 
+    ngx_http_welby_audit_write_record(r, wmcf, &rec);
+
+    if (wmcf->alerts) {
+        ngx_http_welby_alert_count_request(r, ctx, rec.upstream_status);
+    }
+}
+
+
+/*
+ * An alert record: one when a threshold is crossed, then none until its
+ * window has passed.  It names the rule, the count and, for per-address
+ * rules, the address; the request that crossed it is its "id" prefix.
+ */
+void
+ngx_http_welby_audit_alert(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_alert_t *rule, ngx_str_t *key, ngx_uint_t count)
+{
+    u_char                      *p;
+    ngx_time_t                  *tp;
+    welby_audit_record_t         rec;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "welby: alert %V: %ui in %M ms%s%V, id:%V",
+                  &rule->name, count, rule->window,
+                  key->len ? " from " : "", key, &ctx->request_id);
+
+    welby_audit_record_init(&rec);
+
+    tp = ngx_timeofday();
+
+    p = ngx_pnalloc(r->pool, ctx->request_id.len + sizeof("-alert") - 1);
+    if (p == NULL) {
+        return;
+    }
+
+    rec.id.data = p;
+    rec.id.len = ngx_sprintf(p, "%V-alert", &ctx->request_id) - p;
+
+    rec.time_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    rec.node.data = wmcf->audit_node.data;
+    rec.node.len = wmcf->audit_node.len;
+    rec.stream.data = wmcf->audit_stream.data;
+    rec.stream.len = wmcf->audit_stream.len;
+    rec.seq = (int64_t) ++wmcf->audit_seq;
+    rec.category = WELBY_AUDIT_CAT_EVENT;
+    rec.severity = (welby_audit_severity_e) rule->severity;
+    rec.outcome = WELBY_AUDIT_OUTCOME_ERROR;
+
+    rec.alert_event.data = rule->name.data;
+    rec.alert_event.len = rule->name.len;
+    rec.alert_count = count;
+    rec.alert_window_ms = rule->window;
+
+    if (key->len) {
+        rec.alert_key.data = key->data;
+        rec.alert_key.len = key->len;
+    }
+
+    ngx_http_welby_audit_write_record(r, wmcf, &rec);
+}
+
+
+static void
+ngx_http_welby_audit_write_record(ngx_http_request_t *r,
+    ngx_http_welby_main_conf_t *wmcf, welby_audit_record_t *rec)
+{
+    ngx_uint_t                      i;
+    ngx_http_welby_audit_sink_t    *sink;
+    ngx_http_welby_audit_syslog_t  *sl;
+
     if (wmcf->audit_sinks) {
         sink = wmcf->audit_sinks->elts;
 
         for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
-            ngx_http_welby_audit_emit(&sink[i], &rec, r->connection->log);
+            ngx_http_welby_audit_emit(&sink[i], rec, r->connection->log);
         }
 
         /* the syslog copy carries the first file's chain value */
 
         if (sink[0].chained) {
-            rec.chain = sink[0].prev;
+            rec->chain = sink[0].prev;
         }
     }
 
@@ -598,7 +682,7 @@ ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         sl = wmcf->audit_syslogs->elts;
 
         for (i = 0; i < wmcf->audit_syslogs->nelts; i++) {
-            ngx_http_welby_audit_send(&sl[i], &rec, &wmcf->audit_node,
+            ngx_http_welby_audit_send(&sl[i], rec, &wmcf->audit_node,
                                       r->connection->log);
         }
     }
@@ -830,7 +914,8 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
 
     prev = sink->chained ? sink->prev : NULL;
 
-    len = welby_audit_json_chained(NULL, 0, rec, prev, next);
+    len = sink->fhir ? welby_audit_fhir_chained(NULL, 0, rec, prev, next)
+                     : welby_audit_json_chained(NULL, 0, rec, prev, next);
 
     if (len == 0) {
         sink->lost++;
@@ -860,7 +945,10 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
         allocated = 1;
     }
 
-    if (welby_audit_json_chained(line, len, rec, prev, next) != len) {
+    if ((sink->fhir ? welby_audit_fhir_chained(line, len, rec, prev, next)
+                    : welby_audit_json_chained(line, len, rec, prev, next))
+        != len)
+    {
         sink->lost++;
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "welby: audit record %V not written to \"%V\"",

@@ -92,7 +92,7 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       NULL },
 
     { ngx_string("welby_audit_log"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1234,
       ngx_http_welby_audit_log,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -101,6 +101,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
     { ngx_string("welby_audit_syslog"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_welby_audit_syslog,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_alert"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_http_welby_alert,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },

@@ -68,6 +68,23 @@ typedef struct {
 } ngx_http_welby_issuer_t;
 
 
+#define NGX_HTTP_WELBY_ALERT_AUTH      1
+#define NGX_HTTP_WELBY_ALERT_REFUSAL   2
+#define NGX_HTTP_WELBY_ALERT_REASON    3
+#define NGX_HTTP_WELBY_ALERT_UPSTREAM  4
+
+
+typedef struct {
+    ngx_str_t                   name;       /* the event as configured */
+    ngx_uint_t                  event;      /* NGX_HTTP_WELBY_ALERT_* */
+    ngx_uint_t                  per_ip;
+    welby_reason_e              reason;
+    ngx_uint_t                  threshold;
+    ngx_msec_t                  window;
+    ngx_uint_t                  severity;   /* welby_audit_severity_e */
+} ngx_http_welby_alert_t;
+
+
 typedef struct {
     ngx_flag_t                  used;
 
@@ -88,6 +105,8 @@ typedef struct {
 
     ngx_array_t                *audit_sinks;    /* welby_audit_log */
     ngx_array_t                *audit_syslogs;  /* welby_audit_syslog */
+    ngx_array_t                *alerts;         /* welby_alert */
+    ngx_shm_zone_t             *alert_zone;
     ngx_str_t                   audit_node;
     ngx_str_t                   audit_query_key;
     ngx_str_t                   audit_stream;   /* this worker's chain id */
@@ -193,6 +212,14 @@ ngx_int_t ngx_http_welby_audit_init(ngx_conf_t *cf,
 ngx_int_t ngx_http_welby_audit_init_process(ngx_cycle_t *cycle);
 void ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle);
 void ngx_http_welby_audit(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx);
+
+/* ngx_http_welby_alert.c */
+char *ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_welby_alert_count_request(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_int_t upstream_status);
+void ngx_http_welby_audit_alert(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_alert_t *rule, ngx_str_t *key,
+    ngx_uint_t count);
 
 /* ngx_http_welby_variables.c */
 ngx_int_t ngx_http_welby_add_variables(ngx_conf_t *cf);

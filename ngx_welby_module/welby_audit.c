@@ -1,7 +1,7 @@
 /*
- * Audit records: JSON lines, the hash chain, query names and keyed query
- * hashes, RFC 5424 messages.  See welby_audit.h for the schema and the
- * exact chain rule.
+ * Audit records: JSON lines, FHIR AuditEvent lines, the hash chain, query
+ * names and keyed query hashes, RFC 5424 messages.  See welby_audit.h for
+ * the schemas and the exact chain rule.
  */
 
 #include <inttypes.h>
@@ -21,6 +21,21 @@
 #define WELBY_SYSLOG_APP_NAME_MAX     48
 #define WELBY_SYSLOG_PROCID_MAX       128
 #define WELBY_SYSLOG_MSGID_MAX        32
+
+/* FHIR R4 code systems and the IHE BALP agent extension */
+#define WELBY_FHIR_EVENT_TYPE                                                \
+    "http://terminology.hl7.org/CodeSystem/audit-event-type"
+#define WELBY_FHIR_INTERACTION        "http://hl7.org/fhir/restful-interaction"
+#define WELBY_FHIR_DCM                                                       \
+    "http://dicom.nema.org/resources/ontology/DCM"
+#define WELBY_FHIR_SOURCE_TYPE                                               \
+    "http://terminology.hl7.org/CodeSystem/security-source-type"
+#define WELBY_FHIR_ENTITY_TYPE                                               \
+    "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+#define WELBY_FHIR_OBJECT_ROLE                                               \
+    "http://terminology.hl7.org/CodeSystem/object-role"
+#define WELBY_BALP_AGENT_DETAILS                                             \
+    "https://profiles.ihe.net/ITI/BALP/StructureDefinition/ihe-agent-details"
 
 
 /*
@@ -46,6 +61,13 @@ typedef struct {
 } welby_audit_json_t;
 
 
+/* a FHIR restful-interaction code and the AuditEvent.action it implies */
+typedef struct {
+    const char  *code;
+    char         action;
+} welby_audit_interaction_t;
+
+
 static void welby_audit_raw(welby_audit_out_t *o, const void *s, size_t len);
 static void welby_audit_str(welby_audit_out_t *o, const char *s);
 static void welby_audit_int(welby_audit_out_t *o, int64_t v);
@@ -64,6 +86,27 @@ static void welby_audit_body(welby_audit_out_t *o,
     const welby_audit_record_t *r);
 static void welby_audit_tail(welby_audit_out_t *o,
     const welby_audit_record_t *r);
+static size_t welby_audit_seal(welby_audit_out_t *o,
+    const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1]);
+static void welby_audit_fhir_body(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static void welby_audit_fhir_agents(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static void welby_audit_fhir_entities(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static void welby_audit_fhir_envelope(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static int welby_audit_fhir_str(welby_audit_out_t *o, const char *pre,
+    const welby_str_t *s, const char *post);
+static void welby_audit_fhir_ext(welby_audit_out_t *o, int *first,
+    const char *url, const char *type, const welby_str_t *s);
+static void welby_audit_fhir_node(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
+static const welby_audit_interaction_t *welby_audit_interaction(
+    const welby_str_t *s);
+static char welby_audit_action(const welby_audit_interaction_t *in,
+    const welby_str_t *method);
 static size_t welby_audit_time(char *buf, int64_t ms);
 static size_t welby_utf8_len(const unsigned char *p, size_t len);
 static int welby_audit_name_ok(const unsigned char *p, size_t len);
@@ -91,6 +134,30 @@ static const char  *welby_audit_outcomes[] = {
     "allow", "deny", "error"
 };
 
+/*
+ * The R4 restful-interaction codes; the actions are those of the BALP
+ * patterns, where a search is an Execute whichever method carried it.
+ */
+static const welby_audit_interaction_t  welby_audit_interactions[] = {
+    { "read", 'R' },
+    { "vread", 'R' },
+    { "update", 'U' },
+    { "patch", 'U' },
+    { "delete", 'D' },
+    { "history", 'R' },
+    { "history-instance", 'R' },
+    { "history-type", 'R' },
+    { "history-system", 'R' },
+    { "create", 'C' },
+    { "search", 'E' },
+    { "search-type", 'E' },
+    { "search-system", 'E' },
+    { "capabilities", 'R' },
+    { "transaction", 'E' },
+    { "batch", 'E' },
+    { "operation", 'E' }
+};
+
 
 void
 welby_audit_record_init(welby_audit_record_t *r)
@@ -106,6 +173,8 @@ welby_audit_record_init(welby_audit_record_t *r)
     r->port = -1;
     r->asn = -1;
     r->upstream_status = -1;
+    r->alert_count = -1;
+    r->alert_window_ms = -1;
 
     r->category = WELBY_AUDIT_CAT_EVENT;
     r->severity = WELBY_AUDIT_SEV_INFORMATIONAL;
@@ -173,7 +242,6 @@ welby_audit_json_chained(unsigned char *dst, size_t cap,
     const welby_audit_record_t *r, const unsigned char *prev_hex,
     unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1])
 {
-    size_t             len;
     welby_audit_out_t  o;
 
     o.dst = dst;
@@ -182,21 +250,50 @@ welby_audit_json_chained(unsigned char *dst, size_t cap,
 
     welby_audit_body(&o, r);
 
-    len = o.n + WELBY_AUDIT_CHAIN_TAIL + 1;
+    return welby_audit_seal(&o, prev_hex, next_hex);
+}
 
-    if (dst == NULL || len > cap) {
-        return len;
+
+size_t
+welby_audit_fhir(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r)
+{
+    welby_audit_out_t  o;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    welby_audit_fhir_body(&o, r);
+
+    if (r->chain != NULL) {
+        welby_audit_fhir_envelope(&o, r);
+        welby_audit_str(&o, ",\"chain\":\"");
+        welby_audit_escape(&o, r->chain, WELBY_AUDIT_HEX_LEN);
+        welby_audit_str(&o, "\"");
     }
 
-    if (welby_audit_chain(next_hex, prev_hex, dst, o.n) != 0) {
-        return 0;
-    }
-
-    welby_audit_str(&o, ",\"chain\":\"");
-    welby_audit_raw(&o, next_hex, WELBY_AUDIT_HEX_LEN);
-    welby_audit_str(&o, "\"}\n");
+    welby_audit_str(&o, "}\n");
 
     return o.n;
+}
+
+
+size_t
+welby_audit_fhir_chained(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1])
+{
+    welby_audit_out_t  o;
+
+    o.dst = dst;
+    o.cap = cap;
+    o.n = 0;
+
+    welby_audit_fhir_body(&o, r);
+    welby_audit_fhir_envelope(&o, r);
+
+    return welby_audit_seal(&o, prev_hex, next_hex);
 }
 
 
@@ -497,6 +594,420 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
     welby_audit_begin(&j, "upstream");
     welby_audit_member_int(&j, "status", r->upstream_status);
     welby_audit_end(&j);
+
+    welby_audit_begin(&j, "alert");
+    welby_audit_member_str(&j, "event", &r->alert_event);
+    welby_audit_member_int(&j, "count", r->alert_count);
+    welby_audit_member_int(&j, "window_ms", r->alert_window_ms);
+    welby_audit_member_str(&j, "key", &r->alert_key);
+    welby_audit_end(&j);
+}
+
+
+/*
+ * Closes P (the line so far, starting with '{') with its chain member,
+ * the closing brace and the LF.
+ */
+static size_t
+welby_audit_seal(welby_audit_out_t *o, const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1])
+{
+    size_t  len;
+
+    len = o->n + WELBY_AUDIT_CHAIN_TAIL + 1;
+
+    if (o->dst == NULL || len > o->cap) {
+        return len;
+    }
+
+    if (welby_audit_chain(next_hex, prev_hex, o->dst, o->n) != 0) {
+        return 0;
+    }
+
+    welby_audit_str(o, ",\"chain\":\"");
+    welby_audit_raw(o, next_hex, WELBY_AUDIT_HEX_LEN);
+    welby_audit_str(o, "\"}\n");
+
+    return o->n;
+}
+
+
+/*
+ * The AuditEvent without its closing brace.  FHIR allows no empty
+ * string, so an empty value is absent here.
+ */
+static void
+welby_audit_fhir_body(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    char                              time[32], action[2];
+    size_t                            n;
+    const char                       *outcome;
+    const welby_audit_interaction_t  *in;
+
+    welby_audit_str(o, "{\"resourceType\":\"AuditEvent\"");
+    welby_audit_fhir_str(o, ",\"id\":\"", &r->id, "\"");
+
+    welby_audit_str(o, ",\"type\":{\"system\":\"" WELBY_FHIR_EVENT_TYPE
+                       "\",\"code\":\"rest\",\"display\":"
+                       "\"RESTful Operation\"}");
+
+    in = welby_audit_interaction(&r->interaction);
+
+    if (in != NULL) {
+        welby_audit_str(o, ",\"subtype\":[{\"system\":\""
+                           WELBY_FHIR_INTERACTION "\",\"code\":\"");
+        welby_audit_str(o, in->code);
+        welby_audit_str(o, "\",\"display\":\"");
+        welby_audit_str(o, in->code);
+        welby_audit_str(o, "\"}]");
+    }
+
+    action[0] = welby_audit_action(in, &r->method);
+    action[1] = '\0';
+
+    if (action[0] != '\0') {
+        welby_audit_str(o, ",\"action\":\"");
+        welby_audit_str(o, action);
+        welby_audit_str(o, "\"");
+    }
+
+    n = welby_audit_time(time, r->time_ms);
+
+    if (n) {
+        welby_audit_str(o, ",\"recorded\":\"");
+        welby_audit_raw(o, time, n);
+        welby_audit_str(o, "\"");
+    }
+
+    switch (r->outcome) {
+
+    case WELBY_AUDIT_OUTCOME_ALLOW:
+        outcome = "0";          /* success */
+        break;
+
+    case WELBY_AUDIT_OUTCOME_DENY:
+        outcome = "4";          /* minor failure: refused as designed */
+        break;
+
+    default:
+        outcome = "8";          /* serious failure */
+        break;
+    }
+
+    welby_audit_str(o, ",\"outcome\":\"");
+    welby_audit_str(o, outcome);
+    welby_audit_str(o, "\"");
+
+    if (r->reason != WELBY_REASON_NONE) {
+        welby_audit_str(o, ",\"outcomeDesc\":\"");
+        welby_audit_str(o, welby_reason_get(r->reason)->code);
+        welby_audit_str(o, "\"");
+    }
+
+    welby_audit_fhir_agents(o, r);
+
+    welby_audit_str(o, ",\"source\":{");
+
+    if (welby_audit_fhir_str(o, "\"site\":\"", &r->node, "\"")) {
+        welby_audit_str(o, ",");
+    }
+
+    welby_audit_str(o, "\"observer\":{\"display\":\"");
+    welby_audit_fhir_node(o, r);
+    welby_audit_str(o, "\"},\"type\":[{\"system\":\""
+                       WELBY_FHIR_SOURCE_TYPE "\",\"code\":\"4\","
+                       "\"display\":\"Application Server\"}]}");
+
+    welby_audit_fhir_entities(o, r);
+}
+
+
+/*
+ * agent[0] is the client, the requestor: the user and app of the token
+ * and the peer address.  agent[1] is this gateway, which receives the
+ * request: BALP names them Source and Destination Role ID.
+ */
+static void
+welby_audit_fhir_agents(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    int  first;
+
+    welby_audit_str(o, ",\"agent\":[{");
+
+    if (r->sub.len || r->client_id.len || r->jti.len || r->iss.len) {
+        welby_audit_str(o, "\"extension\":[{\"url\":\""
+                           WELBY_BALP_AGENT_DETAILS "\",\"extension\":[");
+
+        first = 1;
+        welby_audit_fhir_ext(o, &first, "subject", "valueString", &r->sub);
+        welby_audit_fhir_ext(o, &first, "clientId", "valueString",
+                             &r->client_id);
+        welby_audit_fhir_ext(o, &first, "tokenId", "valueString", &r->jti);
+        welby_audit_fhir_ext(o, &first, "issuer", "valueUri", &r->iss);
+
+        welby_audit_str(o, "]}],");
+    }
+
+    welby_audit_str(o, "\"type\":{\"coding\":[{\"system\":\"" WELBY_FHIR_DCM
+                       "\",\"code\":\"110153\",\"display\":"
+                       "\"Source Role ID\"}]}");
+
+    /* the role names no code system we could cite: text only */
+    welby_audit_fhir_str(o, ",\"role\":[{\"text\":\"", &r->role, "\"}]");
+
+    if (r->sub.len || r->fhir_user.len) {
+        welby_audit_str(o, ",\"who\":{");
+
+        first = !welby_audit_fhir_str(o, "\"reference\":\"", &r->fhir_user,
+                                      "\"");
+
+        if (r->sub.len) {
+            welby_audit_str(o, first ? "\"identifier\":{"
+                                     : ",\"identifier\":{");
+            welby_audit_fhir_str(o, "\"system\":\"", &r->iss, "\",");
+            welby_audit_fhir_str(o, "\"value\":\"", &r->sub, "\"}");
+        }
+
+        welby_audit_str(o, "}");
+    }
+
+    welby_audit_str(o, ",\"requestor\":true");
+
+    /* network type 2: IP address */
+    welby_audit_fhir_str(o, ",\"network\":{\"address\":\"", &r->ip,
+                         "\",\"type\":\"2\"}");
+
+    welby_audit_str(o, "},{\"type\":{\"coding\":[{\"system\":\""
+                       WELBY_FHIR_DCM "\",\"code\":\"110152\",\"display\":"
+                       "\"Destination Role ID\"}]},\"who\":{\"display\":\"");
+    welby_audit_fhir_node(o, r);
+    welby_audit_str(o, "\"},\"requestor\":false}]");
+}
+
+
+/*
+ * The patient, the resource, and the query.  BALP would put the raw query
+ * in entity.query; a query value may be health data, so only its names
+ * and its keyed hash go in, as entity.detail.
+ */
+static void
+welby_audit_fhir_entities(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    int  first;
+
+    first = 1;
+
+    if (r->patient.len) {
+        welby_audit_str(o, ",\"entity\":[");
+        first = 0;
+
+        welby_audit_fhir_str(o, "{\"what\":{\"reference\":\"Patient/",
+                             &r->patient, "\"}");
+        welby_audit_str(o, ",\"type\":{\"system\":\"" WELBY_FHIR_ENTITY_TYPE
+                           "\",\"code\":\"1\",\"display\":\"Person\"}"
+                           ",\"role\":{\"system\":\"" WELBY_FHIR_OBJECT_ROLE
+                           "\",\"code\":\"1\",\"display\":\"Patient\"}}");
+    }
+
+    if (r->resource_type.len) {
+        welby_audit_str(o, first ? ",\"entity\":[" : ",");
+        first = 0;
+
+        welby_audit_str(o, "{\"what\":{");
+
+        if (r->resource_id.len) {
+            welby_audit_fhir_str(o, "\"reference\":\"", &r->resource_type,
+                                 "/");
+            welby_audit_escape(o, r->resource_id.data, r->resource_id.len);
+            welby_audit_str(o, "\"");
+
+        } else {
+            /* a type-level interaction: Reference.type alone */
+            welby_audit_fhir_str(o, "\"type\":\"", &r->resource_type, "\"");
+        }
+
+        welby_audit_str(o, "},\"type\":{\"system\":\""
+                           WELBY_FHIR_ENTITY_TYPE "\",\"code\":\"2\","
+                           "\"display\":\"System Object\"}"
+                           ",\"role\":{\"system\":\"" WELBY_FHIR_OBJECT_ROLE
+                           "\",\"code\":\"4\",\"display\":"
+                           "\"Domain Resource\"}}");
+    }
+
+    if (r->query_names.len || r->query_hmac.len) {
+        welby_audit_str(o, first ? ",\"entity\":[" : ",");
+        first = 0;
+
+        welby_audit_str(o, "{\"type\":{\"system\":\"" WELBY_FHIR_ENTITY_TYPE
+                           "\",\"code\":\"2\",\"display\":"
+                           "\"System Object\"},\"role\":{\"system\":\""
+                           WELBY_FHIR_OBJECT_ROLE "\",\"code\":\"24\","
+                           "\"display\":\"Query\"},\"detail\":[");
+
+        welby_audit_fhir_str(o, "{\"type\":\"query-parameters\","
+                                "\"valueString\":\"",
+                             &r->query_names, "\"}");
+
+        if (r->query_hmac.len) {
+            welby_audit_str(o, r->query_names.len ? "," : "");
+            welby_audit_fhir_str(o, "{\"type\":\"query-hmac\","
+                                    "\"valueString\":\"",
+                                 &r->query_hmac, "\"}");
+        }
+
+        welby_audit_str(o, "]}");
+    }
+
+    if (!first) {
+        welby_audit_str(o, "]");
+    }
+}
+
+
+/*
+ * The members that follow the resource in a file line: what audit-verify
+ * keys a stream on, then (by the caller) the chain.  None of them is an
+ * AuditEvent element, so a FHIR consumer can strip them by name.
+ */
+static void
+welby_audit_fhir_envelope(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    if (r->node.data != NULL) {
+        welby_audit_str(o, ",\"node\":\"");
+        welby_audit_escape(o, r->node.data, r->node.len);
+        welby_audit_str(o, "\"");
+    }
+
+    if (r->stream.data != NULL) {
+        welby_audit_str(o, ",\"stream\":\"");
+        welby_audit_escape(o, r->stream.data, r->stream.len);
+        welby_audit_str(o, "\"");
+    }
+
+    if (r->seq >= 0) {
+        welby_audit_str(o, ",\"seq\":");
+        welby_audit_int(o, r->seq);
+    }
+}
+
+
+/* pre, s escaped, post; nothing when s is absent or empty */
+static int
+welby_audit_fhir_str(welby_audit_out_t *o, const char *pre,
+    const welby_str_t *s, const char *post)
+{
+    if (s->data == NULL || s->len == 0) {
+        return 0;
+    }
+
+    welby_audit_str(o, pre);
+    welby_audit_escape(o, s->data, s->len);
+    welby_audit_str(o, post);
+
+    return 1;
+}
+
+
+/* a sub-extension of the BALP agent details, when s is present */
+static void
+welby_audit_fhir_ext(welby_audit_out_t *o, int *first, const char *url,
+    const char *type, const welby_str_t *s)
+{
+    if (s->data == NULL || s->len == 0) {
+        return;
+    }
+
+    welby_audit_str(o, *first ? "{\"url\":\"" : ",{\"url\":\"");
+    welby_audit_str(o, url);
+    welby_audit_str(o, "\",\"");
+    welby_audit_str(o, type);
+    welby_audit_str(o, "\":\"");
+    welby_audit_escape(o, s->data, s->len);
+    welby_audit_str(o, "\"}");
+
+    *first = 0;
+}
+
+
+/* source.observer and agent[1].who are required: name ourselves */
+static void
+welby_audit_fhir_node(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    if (r->node.data != NULL && r->node.len > 0) {
+        welby_audit_escape(o, r->node.data, r->node.len);
+
+    } else {
+        welby_audit_str(o, "welby");
+    }
+}
+
+
+static const welby_audit_interaction_t *
+welby_audit_interaction(const welby_str_t *s)
+{
+    size_t  i;
+
+    if (s->data == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < sizeof(welby_audit_interactions)
+                    / sizeof(welby_audit_interactions[0]); i++)
+    {
+        if (strlen(welby_audit_interactions[i].code) == s->len
+            && memcmp(welby_audit_interactions[i].code, s->data, s->len)
+               == 0)
+        {
+            return &welby_audit_interactions[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * AuditEvent.action: from the interaction when it is known, else from the
+ * method; '\0' when neither is known.
+ */
+static char
+welby_audit_action(const welby_audit_interaction_t *in,
+    const welby_str_t *method)
+{
+    size_t                i;
+    const unsigned char  *m;
+
+    static const struct {
+        const char  *name;
+        char         action;
+    } methods[] = {
+        { "POST", 'C' },
+        { "GET", 'R' },
+        { "HEAD", 'R' },
+        { "PUT", 'U' },
+        { "PATCH", 'U' },
+        { "DELETE", 'D' }
+    };
+
+    if (in != NULL) {
+        return in->action;
+    }
+
+    m = method->data;
+
+    if (m == NULL || method->len == 0) {
+        return '\0';
+    }
+
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (strlen(methods[i].name) == method->len
+            && memcmp(methods[i].name, m, method->len) == 0)
+        {
+            return methods[i].action;
+        }
+    }
+
+    return 'E';
 }
 
 

@@ -1,8 +1,8 @@
 /*
- * The audit record: one per request, as a JSON Lines record for a file and
- * as an RFC 5424 syslog message, with a per-stream hash chain that makes a
- * removed or altered line visible.  No nginx types here: unit tests and
- * fuzzers link it alone.
+ * The audit record: one per request, as a JSON Lines record or a FHIR R4
+ * AuditEvent line for a file and as an RFC 5424 syslog message, with a
+ * per-stream hash chain that makes a removed or altered line visible.  No
+ * nginx types here: unit tests and fuzzers link it alone.
  *
  * Record schema, version WELBY_AUDIT_SCHEMA (1).  One compact JSON object
  * per line, members in this fixed order; a member whose value is absent is
@@ -34,6 +34,7 @@
  *   waf         {"rules": [rule ids]}
  *   limit       {"key"}                        the rate-limit key that fired
  *   upstream    {"status"}
+ *   alert       {"event", "count", "window_ms", "key"}   alert records only
  *   chain       64 lowercase hex digits; always the last member
  *
  * Strings are written as valid UTF-8 JSON whatever bytes they hold: '"',
@@ -41,6 +42,57 @@
  * byte that does not start a well-formed UTF-8 sequence (overlong forms,
  * surrogates and code points above U+10FFFF included) becomes \ufffd.
  * Strings are not truncated; callers bound what they pass.
+ *
+ * FHIR form (welby_audit_fhir()): the same record as one FHIR R4
+ * AuditEvent, after the IHE BALP RESTful patterns, one compact line:
+ *
+ *   resourceType "AuditEvent"
+ *   id           request id
+ *   type         audit-event-type#rest "RESTful Operation"
+ *   subtype      [restful-interaction#<interaction>] when interaction is an
+ *                R4 restful-interaction code (read, vread, update, patch,
+ *                delete, history*, create, search, search-type,
+ *                search-system, capabilities, transaction, batch,
+ *                operation); omitted otherwise
+ *   action       from the interaction when known (searches and operations
+ *                E, as in BALP), else from the method: POST C, GET and
+ *                HEAD R, PUT and PATCH U, DELETE D, any other E
+ *   recorded     time, as above
+ *   outcome      "0" allow, "4" deny, "8" error
+ *   outcomeDesc  the reason code
+ *   agent[0]     the client, requestor true, type DCM#110153 "Source Role
+ *                ID"; extension [ihe-agent-details: subject (sub),
+ *                clientId, tokenId (jti), issuer (iss, valueUri)];
+ *                role [{"text": role}]; who {"reference": fhir_user,
+ *                "identifier": {"system": iss, "value": sub}};
+ *                network {"address": ip, "type": "2"}
+ *   agent[1]     this gateway, requestor false, type DCM#110152
+ *                "Destination Role ID" (BALP: the server), who.display node
+ *   source       {"site": node, "observer": {"display": node}, "type":
+ *                [security-source-type#4 "Application Server"]}
+ *   entity       patient: what Patient/<patient>, type 1 Person, role 1
+ *                Patient; resource: what <type>/<id> (what.type alone for
+ *                a type-level request; an id without a type is left out),
+ *                type 2 System Object, role 4 Domain Resource; query:
+ *                type 2, role 24 Query, detail [{"type":
+ *                "query-parameters", "valueString": "name,birthdate"},
+ *                {"type": "query-hmac", "valueString": hex}] - never
+ *                entity.query, which BALP fills with the raw query
+ *
+ * FHIR has no empty strings, so there an empty value is absent; observer
+ * and agent[1] read "welby" when node is absent.  The id should be a FHIR
+ * id ([A-Za-z0-9-.]{1,64}, as $request_id is); it is written as it is.
+ * Members of the JSON form with no AuditEvent element (category,
+ * severity, http status, sizes and times, amr, cert_sha256, source port,
+ * country and asn, tls, waf, limit, upstream) are not in the FHIR form.
+ *
+ * A FHIR file line is the AuditEvent followed by four members that are
+ * not FHIR - "node", "stream", "seq" (each when present) and "chain",
+ * last - so that the chain rule below and conf/audit-verify apply to it
+ * unchanged.  A FHIR consumer removes these four top-level members
+ * (no AuditEvent element has these names) before validating or storing
+ * the resource.  Without a chain (r->chain NULL, welby_audit_fhir()) the
+ * line is a plain AuditEvent with none of them.
  *
  * Never in a record: the token, a query value, a request or response body.
  * The query is kept as its parameter names and a keyed hash, so two
@@ -174,6 +226,13 @@ typedef struct {
 
     int64_t                  upstream_status;
 
+    /* an alert record (welby_alert): the rule, the count that crossed
+     * its threshold, its window, and the address of a per-address rule */
+    welby_str_t              alert_event;
+    int64_t                  alert_count;
+    int64_t                  alert_window_ms;
+    welby_str_t              alert_key;
+
     /* written last when set; welby_audit_json_chained() computes it */
     const unsigned char     *chain;         /* 64 hex digits or NULL */
 } welby_audit_record_t;
@@ -204,6 +263,23 @@ size_t welby_audit_json(unsigned char *dst, size_t cap,
  * Returns 0 if the digest failed.
  */
 size_t welby_audit_json_chained(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r, const unsigned char *prev_hex,
+    unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1]);
+
+/*
+ * One record as a FHIR R4 AuditEvent line ending in LF (see "FHIR form"
+ * above).  When r->chain is set, the node, stream, seq and chain members
+ * follow the resource, as in welby_audit_fhir_chained().
+ */
+size_t welby_audit_fhir(unsigned char *dst, size_t cap,
+    const welby_audit_record_t *r);
+
+/*
+ * One record as a chained FHIR file line, with the conventions of
+ * welby_audit_json_chained(); r->chain is ignored.  A stream may mix JSON
+ * and FHIR lines: the chain runs over the bytes either way.
+ */
+size_t welby_audit_fhir_chained(unsigned char *dst, size_t cap,
     const welby_audit_record_t *r, const unsigned char *prev_hex,
     unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1]);
 

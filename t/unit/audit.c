@@ -1,6 +1,6 @@
 /*
- * Unit tests: audit records as JSON lines, query names and keyed hashes,
- * the hash chain, RFC 5424 syslog messages.
+ * Unit tests: audit records as JSON lines and FHIR AuditEvent lines, query
+ * names and keyed hashes, the hash chain, RFC 5424 syslog messages.
  */
 
 #include <stdlib.h>
@@ -77,6 +77,46 @@ contains(const unsigned char *buf, size_t len, const char *needle)
 }
 
 
+/* the value at a path of object keys and array indexes: "agent.0.who" */
+static json_t *
+jget(json_t *v, const char *path)
+{
+    char        key[64], *end;
+    size_t      n;
+    const char *p;
+
+    for (p = path; v != NULL && *p != '\0'; p += n + (p[n] == '.')) {
+        n = strcspn(p, ".");
+        if (n >= sizeof(key)) {
+            return NULL;
+        }
+
+        memcpy(key, p, n);
+        key[n] = '\0';
+
+        if (json_is_array(v)) {
+            v = json_array_get(v, strtoul(key, &end, 10));
+
+        } else {
+            v = json_object_get(v, key);
+        }
+    }
+
+    return v;
+}
+
+
+static const char *
+jstr(json_t *doc, const char *path)
+{
+    json_t  *v;
+
+    v = jget(doc, path);
+
+    return json_is_string(v) ? json_string_value(v) : "(not a string)";
+}
+
+
 static void
 sha256_hex(char out[65], const char *prev, const unsigned char *p,
     size_t len)
@@ -126,6 +166,12 @@ main(void)
     unsigned char         *big, *buf, hex[65], prev[65], next[65];
     welby_audit_record_t   r;
     static const int64_t   rules[] = { 942100, 941110 };
+    static const char     *methods[] = {
+        "POST", "GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "get"
+    };
+    static const char     *actions[] = {
+        "C", "R", "R", "U", "U", "D", "E", "E"
+    };
     static const char      zeros[] =
         "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -498,6 +544,301 @@ main(void)
     welby_audit_json_chained(buf, 65536, &r, prev, hex);
     ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
        "welby_audit_json() with r->chain writes the same line");
+
+    /* FHIR AuditEvent */
+
+    welby_audit_record_init(&r);
+    r.time_ms = INT64_C(1714564800123);
+    r.id = (welby_str_t) S("req-1");
+    r.node = (welby_str_t) S("node-a");
+    r.stream = (welby_str_t) S("4242.1");
+    r.seq = 7;
+    r.outcome = WELBY_AUDIT_OUTCOME_DENY;
+    r.reason = WELBY_REASON_TOKEN_EXPIRED;
+    r.method = (welby_str_t) S("GET");
+    r.path = (welby_str_t) S("/fhir/Observation");
+    r.query_names = (welby_str_t) S("patient,code");
+    r.query_hmac = (welby_str_t) S("ab12");
+    r.status = 401;
+    r.interaction = (welby_str_t) S("search-type");
+    r.resource_type = (welby_str_t) S("Observation");
+    r.patient = (welby_str_t) S("p-9");
+    r.sub = (welby_str_t) S("user-1");
+    r.client_id = (welby_str_t) S("app-1");
+    r.iss = (welby_str_t) S("https://idp.example");
+    r.fhir_user = (welby_str_t) S("Practitioner/pr-1");
+    r.role = (welby_str_t) S("clinician");
+    r.jti = (welby_str_t) S("jti-1");
+    r.ip = (welby_str_t) S("192.0.2.7");
+    r.port = 51234;
+
+    n = welby_audit_fhir(NULL, 0, &r);
+    m = welby_audit_fhir(buf, 65536, &r);
+    ok(n == m, "length-only mode gives the written length (FHIR)");
+    doc = load(buf, m);
+    ok(doc != NULL, "a FHIR record is one JSON line");
+    ok(strncmp((char *) buf, "{\"resourceType\":\"AuditEvent\",", 29) == 0,
+       "resourceType AuditEvent is the first member");
+    is_str(jstr(doc, "id"), "req-1", "id is the request id");
+    is_str(jstr(doc, "recorded"), "2024-05-01T12:00:00.123Z",
+           "recorded is an instant in UTC with milliseconds");
+    is_str(jstr(doc, "type.system"),
+           "http://terminology.hl7.org/CodeSystem/audit-event-type",
+           "type.system is audit-event-type");
+    is_str(jstr(doc, "type.code"), "rest", "type.code is rest");
+    is_str(jstr(doc, "subtype.0.system"),
+           "http://hl7.org/fhir/restful-interaction",
+           "subtype is a restful-interaction");
+    is_str(jstr(doc, "subtype.0.code"), "search-type",
+           "subtype.code is the interaction");
+    is_str(jstr(doc, "action"), "E",
+           "a search is an Execute even over GET, as in BALP");
+    is_str(jstr(doc, "outcome"), "4", "deny is outcome 4, minor failure");
+    is_str(jstr(doc, "outcomeDesc"), "token_expired",
+           "outcomeDesc is the reason code");
+    ok(json_array_size(jget(doc, "agent")) == 2, "two agents");
+    ok(json_is_true(jget(doc, "agent.0.requestor"))
+       && json_is_false(jget(doc, "agent.1.requestor")),
+       "the client is the requestor, the gateway is not");
+    is_str(jstr(doc, "agent.0.type.coding.0.code"), "110153",
+           "agent[0] is the Source Role ID");
+    is_str(jstr(doc, "agent.0.extension.0.url"),
+           "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
+           "ihe-agent-details", "agent[0] carries the BALP agent details");
+    v = jget(doc, "agent.0.extension.0.extension");
+    ok(json_array_size(v) == 4, "four agent details present");
+    ok(strcmp(jstr(v, "0.url"), "subject") == 0
+       && strcmp(jstr(v, "0.valueString"), "user-1") == 0
+       && strcmp(jstr(v, "1.url"), "clientId") == 0
+       && strcmp(jstr(v, "1.valueString"), "app-1") == 0
+       && strcmp(jstr(v, "2.url"), "tokenId") == 0
+       && strcmp(jstr(v, "2.valueString"), "jti-1") == 0,
+       "subject, clientId and tokenId are valueStrings");
+    ok(strcmp(jstr(v, "3.url"), "issuer") == 0
+       && strcmp(jstr(v, "3.valueUri"), "https://idp.example") == 0,
+       "issuer is a valueUri");
+    is_str(jstr(doc, "agent.0.who.identifier.value"), "user-1",
+           "who.identifier.value is sub");
+    is_str(jstr(doc, "agent.0.who.identifier.system"), "https://idp.example",
+           "who.identifier.system is iss");
+    is_str(jstr(doc, "agent.0.who.reference"), "Practitioner/pr-1",
+           "who.reference is fhirUser");
+    is_str(jstr(doc, "agent.0.role.0.text"), "clinician",
+           "the user role is agent.role");
+    ok(strcmp(jstr(doc, "agent.0.network.address"), "192.0.2.7") == 0
+       && strcmp(jstr(doc, "agent.0.network.type"), "2") == 0,
+       "network is the client IP address, type 2");
+    ok(strcmp(jstr(doc, "agent.1.who.display"), "node-a") == 0
+       && strcmp(jstr(doc, "agent.1.type.coding.0.code"), "110152") == 0,
+       "agent[1] is this node, the Destination Role ID");
+    ok(strcmp(jstr(doc, "source.site"), "node-a") == 0
+       && strcmp(jstr(doc, "source.observer.display"), "node-a") == 0
+       && strcmp(jstr(doc, "source.type.0.code"), "4") == 0,
+       "source is this node, an Application Server");
+    is_str(jstr(doc, "entity.0.what.reference"), "Patient/p-9",
+           "the first entity is the patient");
+    ok(strcmp(jstr(doc, "entity.0.type.code"), "1") == 0
+       && strcmp(jstr(doc, "entity.0.role.code"), "1") == 0,
+       "the patient entity is a Person in the Patient role");
+    ok(strcmp(jstr(doc, "entity.1.what.type"), "Observation") == 0
+       && strcmp(jstr(doc, "entity.1.type.code"), "2") == 0
+       && strcmp(jstr(doc, "entity.1.role.code"), "4") == 0,
+       "a type-level request names the type, a System Object");
+    ok(strcmp(jstr(doc, "entity.2.role.code"), "24") == 0
+       && strcmp(jstr(doc, "entity.2.detail.0.type"), "query-parameters")
+          == 0
+       && strcmp(jstr(doc, "entity.2.detail.0.valueString"),
+                 "patient,code") == 0
+       && strcmp(jstr(doc, "entity.2.detail.1.type"), "query-hmac") == 0
+       && strcmp(jstr(doc, "entity.2.detail.1.valueString"), "ab12") == 0,
+       "the query entity holds the names and the hash as details");
+    ok(jget(doc, "entity.2.query") == NULL,
+       "no entity.query, which would hold the raw query");
+    ok(jget(doc, "node") == NULL && jget(doc, "stream") == NULL
+       && jget(doc, "seq") == NULL && jget(doc, "chain") == NULL,
+       "without a chain the line is a plain AuditEvent");
+    json_decref(doc);
+
+    k = welby_audit_fhir(NULL, 0, &r);
+    p = malloc(k - 1);
+    ok(p != NULL && welby_audit_fhir((unsigned char *) p, k - 1, &r) == k,
+       "a short buffer gets the needed FHIR length and no overflow");
+    free(p);
+
+    /* the query in a FHIR record: names and the hash only */
+
+    strcpy(query, "name=Yamada%20Taro&birthdate=1970-01-01&code=E11");
+    k = names(nm, sizeof(nm), query);
+    welby_audit_query_hash(hex, (const unsigned char *) "k3y", 3,
+                           (const unsigned char *) query, strlen(query));
+    welby_audit_record_init(&r);
+    r.interaction = (welby_str_t) S("search-type");
+    r.resource_type = (welby_str_t) S("Patient");
+    r.query_names.data = (const unsigned char *) nm;
+    r.query_names.len = k;
+    r.query_hmac.data = hex;
+    r.query_hmac.len = 64;
+    m = welby_audit_fhir(buf, 65536, &r);
+    ok(!contains(buf, m, "Yamada") && !contains(buf, m, "1970")
+       && !contains(buf, m, "E11"), "no query value reaches a FHIR record");
+    doc = load(buf, m);
+    is_str(jstr(doc, "entity.1.detail.0.valueString"), "name,birthdate,code",
+           "the names do");
+    is_str(jstr(doc, "entity.1.detail.1.valueString"), (char *) hex,
+           "and the keyed hash");
+    json_decref(doc);
+
+    /* actions, outcomes, absences */
+
+    for (i = 0; i < 8; i++) {
+        welby_audit_record_init(&r);
+        r.method.data = (const unsigned char *) methods[i];
+        r.method.len = strlen(methods[i]);
+        m = welby_audit_fhir(buf, 65536, &r);
+        doc = load(buf, m);
+        is_str(jstr(doc, "action"), actions[i], "%s is action %s",
+               methods[i], actions[i]);
+        json_decref(doc);
+    }
+
+    welby_audit_record_init(&r);
+    r.method = (welby_str_t) S("POST");
+    r.interaction = (welby_str_t) S("update");
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(strcmp(jstr(doc, "action"), "U") == 0
+       && strcmp(jstr(doc, "subtype.0.code"), "update") == 0,
+       "a known interaction sets the action over the method");
+    json_decref(doc);
+
+    r.interaction = (welby_str_t) S("bogus");
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(jget(doc, "subtype") == NULL && strcmp(jstr(doc, "action"), "C") == 0,
+       "an unknown interaction: no subtype, the action from the method");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    r.outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    is_str(jstr(doc, "outcome"), "0", "allow is outcome 0, success");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(doc != NULL, "an empty record is a FHIR line too");
+    is_str(jstr(doc, "outcome"), "8",
+           "an outcome nobody set is 8, serious failure");
+    ok(jget(doc, "id") == NULL && jget(doc, "recorded") == NULL
+       && jget(doc, "action") == NULL && jget(doc, "subtype") == NULL
+       && jget(doc, "outcomeDesc") == NULL && jget(doc, "entity") == NULL,
+       "absent values leave their elements out");
+    ok(jget(doc, "agent.0.extension") == NULL
+       && jget(doc, "agent.0.who") == NULL
+       && jget(doc, "agent.0.role") == NULL
+       && jget(doc, "agent.0.network") == NULL
+       && json_is_true(jget(doc, "agent.0.requestor")),
+       "an anonymous client: requestor, no details, who or network");
+    ok(strcmp(jstr(doc, "source.observer.display"), "welby") == 0
+       && jget(doc, "source.site") == NULL
+       && strcmp(jstr(doc, "agent.1.who.display"), "welby") == 0,
+       "no node: the required observer names welby");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    r.client_id = (welby_str_t) S("app-2");
+    r.sub.data = (const unsigned char *) "";
+    r.sub.len = 0;
+    r.patient.data = (const unsigned char *) "";
+    r.patient.len = 0;
+    r.resource_type = (welby_str_t) S("Observation");
+    r.resource_id = (welby_str_t) S("o-1");
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    v = jget(doc, "agent.0.extension.0.extension");
+    ok(json_array_size(v) == 1
+       && strcmp(jstr(v, "0.url"), "clientId") == 0,
+       "only the agent details present are written");
+    ok(jget(doc, "agent.0.who") == NULL,
+       "an empty sub is absent: FHIR has no empty strings");
+    ok(json_array_size(jget(doc, "entity")) == 1
+       && strcmp(jstr(doc, "entity.0.what.reference"), "Observation/o-1")
+          == 0, "an instance is referenced as type/id; no empty patient");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    r.id = (welby_str_t) S("a\"b\\c\nd");
+    r.sub = (welby_str_t) S("x\xff\",\"outcome\":\"0");
+    r.patient = (welby_str_t) S("p\"}]},{\"x");
+    r.node = (welby_str_t) S("n\x01");
+    n = welby_audit_fhir(NULL, 0, &r);
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(n == m && doc != NULL, "hostile strings make one valid FHIR line");
+    ok(strcmp(jstr(doc, "outcome"), "8") == 0
+       && strcmp(jstr(doc, "agent.0.who.identifier.value"),
+                 "x\xef\xbf\xbd\",\"outcome\":\"0") == 0
+       && strcmp(jstr(doc, "entity.0.what.reference"),
+                 "Patient/p\"}]},{\"x") == 0,
+       "values stay inside their strings, invalid UTF-8 made U+FFFD");
+    json_decref(doc);
+
+    /* the FHIR line chained */
+
+    welby_audit_record_init(&r);
+    r.time_ms = INT64_C(1714564800123);
+    r.id = (welby_str_t) S("req-1");
+    r.node = (welby_str_t) S("node-a");
+    r.stream = (welby_str_t) S("1.1");
+    r.seq = 1;
+    r.outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+    r.method = (welby_str_t) S("GET");
+    r.patient = (welby_str_t) S("p-9");
+
+    n = welby_audit_fhir_chained(NULL, 0, &r, NULL, next);
+    m = welby_audit_fhir_chained(buf, 65536, &r, NULL, next);
+    ok(n == m, "length-only mode gives the written length (FHIR chained)");
+    doc = load(buf, m);
+    ok(doc != NULL, "a chained FHIR record is one JSON line");
+    is_str(jstr(doc, "chain"), (char *) next,
+           "the FHIR line carries the chain value returned");
+    ok(strcmp(jstr(doc, "stream"), "1.1") == 0
+       && strcmp(jstr(doc, "node"), "node-a") == 0
+       && json_integer_value(jget(doc, "seq")) == 1,
+       "stream, node and seq are top-level members, for audit-verify");
+    is_str(jstr(doc, "resourceType"), "AuditEvent",
+           "the rest is the AuditEvent");
+    json_decref(doc);
+    ok(m > WELBY_AUDIT_CHAIN_TAIL + 1
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL, ",\"chain\":\"", 10)
+          == 0
+       && memcmp(buf + m - 3, "\"}\n", 3) == 0,
+       "chain is the last member of the FHIR line, in the fixed tail");
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) next, expect,
+           "FHIR chain = SHA-256(64 '0' || the line before ,\"chain\")");
+
+    memcpy(prev, next, 65);
+    r.seq = 2;
+    r.id = (welby_str_t) S("req-2");
+    m = welby_audit_fhir_chained(buf, 65536, &r, prev, next);
+    sha256_hex(expect, (char *) prev, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) next, expect,
+           "the second FHIR line chains from the first");
+
+    memcpy(hex, "unchanged", 10);
+    ok(welby_audit_fhir_chained(buf, m - 1, &r, prev, hex) == m
+       && strcmp((char *) hex, "unchanged") == 0,
+       "a FHIR line that does not fit leaves next_hex alone");
+
+    r.chain = next;
+    n = welby_audit_fhir(NULL, 0, &r);
+    k = welby_audit_fhir(buf + 4096, 65536, &r);
+    welby_audit_fhir_chained(buf, 65536, &r, prev, hex);
+    ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
+       "welby_audit_fhir() with r->chain writes the same line");
 
     /* RFC 5424 */
 
