@@ -88,6 +88,8 @@ static ngx_int_t ngx_http_welby_audit_write(
 static void ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink,
     u_char *data, size_t len, ngx_log_t *log);
 static void ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log);
+static void ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file,
+    ngx_log_t *log);
 static void ngx_http_welby_audit_flush_handler(ngx_event_t *ev);
 static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     ngx_log_t *log);
@@ -255,7 +257,7 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* the flush callback finds its sink here; nginx calls it on reopen */
 
-    sink->file->flush = ngx_http_welby_audit_flush;
+    sink->file->flush = ngx_http_welby_audit_flush_reopen;
 
     return NGX_CONF_OK;
 }
@@ -1100,6 +1102,27 @@ ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log)
 
     if (sink->event && sink->event->timer_set) {
         ngx_del_timer(sink->event);
+    }
+}
+
+
+/*
+ * nginx calls this just before it reopens the file: what is buffered goes
+ * to the old file, and the next record starts a chain in the new one.
+ * (The new file can get the old descriptor number, so the descriptor
+ * alone does not tell.)
+ */
+static void
+ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file, ngx_log_t *log)
+{
+    ngx_http_welby_audit_sink_t  *sink;
+
+    ngx_http_welby_audit_flush(file, log);
+
+    sink = file->data;
+
+    if (sink) {
+        sink->fd = NGX_INVALID_FILE;
     }
 }
 

@@ -79,7 +79,7 @@ http {
 }
 EOF
 
-$t->run()->plan(31);
+$t->run()->plan(32);
 
 my $tok = jwt(key => $key, set => { iss => 'https://issuer.test',
     aud => 'https://fhir.test', sub => 'nurse-7', jti => 'jti-audit-1' });
@@ -222,6 +222,20 @@ $t->write_file('edited.log', join '', @lines[0 .. 1], $edited,
     @lines[3 .. $#lines]);
 $out = `$FindBin::Bin/../conf/audit-verify $d/edited.log 2>&1`;
 is($? >> 8, 1, 'audit-verify: an edited line breaks the chain');
+
+# five reopens without a record in between: the files may get back the
+# descriptor numbers the worker last wrote to, and still start new chains
+
+for my $n (2 .. 6) {
+    rename "$d/$_", "$d/$_.$n" for 'audit.log', 'buffered.log';
+    kill 'USR1', $t->read_file('nginx.pid') =~ /(\d+)/;
+    sleep 0.3;
+}
+req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]) for 1 .. 2;
+sleep 1.5;
+$out = `$FindBin::Bin/../conf/audit-verify $d/audit.log $d/buffered.log 2>&1`;
+is($? >> 8, 0, 'after five quiet reopens the new files start their own '
+    . 'chains') or diag $out;
 
 # a stop writes what the buffer holds
 
