@@ -51,7 +51,24 @@ typedef struct {
     ngx_str_t                   tag;        /* NUL-terminated */
     ngx_uint_t                  failures;
     time_t                      alerted;
+
+    /*
+     * transport=tcp: RFC 6587 octet counting over a connection the worker
+     * keeps, written from a bounded queue by nginx's event loop, so a slow
+     * or absent collector never blocks a request.
+     */
+    ngx_uint_t                  tcp;
+    ngx_peer_connection_t       peer;
+    ngx_event_t                 retry;
+    u_char                     *queue;
+    size_t                      queued;
+    size_t                      partial;    /* left of a half-sent frame */
+    ngx_uint_t                  dropped;
 } ngx_http_welby_audit_syslog_t;
+
+
+/* what a TCP sink queues while its collector is slow or away, at most */
+#define NGX_HTTP_WELBY_AUDIT_TCP_QUEUE  (1024 * 1024)
 
 
 static ngx_conf_enum_t  ngx_http_welby_audit_facilities[] = {
@@ -75,6 +92,14 @@ static ngx_conf_enum_t  ngx_http_welby_audit_facilities[] = {
 
 static void ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     welby_audit_record_t *rec, ngx_str_t *node, ngx_log_t *log);
+static void ngx_http_welby_audit_tcp_queue(ngx_http_welby_audit_syslog_t *sl,
+    u_char *msg, size_t len, ngx_log_t *log);
+static void ngx_http_welby_audit_tcp_connect(ngx_http_welby_audit_syslog_t *sl);
+static void ngx_http_welby_audit_tcp_retry(ngx_event_t *ev);
+static void ngx_http_welby_audit_tcp_write(ngx_event_t *wev);
+static void ngx_http_welby_audit_tcp_read(ngx_event_t *rev);
+static void ngx_http_welby_audit_tcp_close(ngx_http_welby_audit_syslog_t *sl,
+    ngx_uint_t retry);
 static void ngx_http_welby_audit_write_record(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, welby_audit_record_t *rec);
 static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
@@ -396,6 +421,16 @@ ngx_http_welby_audit_syslog(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "transport=udp") == 0) {
+            sl->tcp = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "transport=tcp") == 0) {
+            sl->tcp = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "pen=", 4) == 0) {
             n = ngx_atoi(value[i].data + 4, value[i].len - 4);
 
@@ -552,6 +587,25 @@ ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
                 (void) ngx_close_socket(sl[i].fd);
                 sl[i].fd = (ngx_socket_t) -1;
             }
+
+            if (sl[i].peer.connection) {
+                /* what the socket takes now; no waiting at exit */
+                if (sl[i].queued) {
+                    (void) sl[i].peer.connection->send(sl[i].peer.connection,
+                                                      sl[i].queue,
+                                                      sl[i].queued);
+                }
+
+                ngx_close_connection(sl[i].peer.connection);
+                sl[i].peer.connection = NULL;
+            }
+
+            if (sl[i].retry.timer_set) {
+                ngx_del_timer(&sl[i].retry);
+            }
+
+            ngx_free(sl[i].queue);
+            sl[i].queue = NULL;
         }
     }
 
@@ -701,6 +755,33 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     ngx_err_t   err;
     u_char      host[256];
     u_char      stack[8192];
+
+    if (sl->tcp) {
+        (void) ngx_cpystrn(host, node->data,
+                           ngx_min(node->len + 1, sizeof(host)));
+
+        len = welby_audit_syslog(NULL, 0, rec, (int) sl->facility,
+                                 (char *) host, (char *) sl->tag.data,
+                                 (int) sl->pen, 1);
+
+        msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
+        if (msg == NULL) {
+            sl->dropped++;
+            return;
+        }
+
+        (void) welby_audit_syslog(msg, len, rec, (int) sl->facility,
+                                  (char *) host, (char *) sl->tag.data,
+                                  (int) sl->pen, 1);
+
+        ngx_http_welby_audit_tcp_queue(sl, msg, len, log);
+
+        if (msg != stack) {
+            ngx_free(msg);
+        }
+
+        return;
+    }
 
     if (sl->fd == (ngx_socket_t) -1) {
 
@@ -1154,5 +1235,257 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     if ((ngx_file_access(&fi) & 0077) && fchmod(sink->fd, 0600) == -1) {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "welby: fchmod(\"%V\", 0600) failed", &sink->path);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_tcp_queue(ngx_http_welby_audit_syslog_t *sl, u_char *msg,
+    size_t len, ngx_log_t *log)
+{
+    if (sl->queue == NULL) {
+        sl->queue = ngx_alloc(NGX_HTTP_WELBY_AUDIT_TCP_QUEUE, log);
+        if (sl->queue == NULL) {
+            sl->dropped++;
+            return;
+        }
+    }
+
+    if (len > NGX_HTTP_WELBY_AUDIT_TCP_QUEUE - sl->queued) {
+        sl->dropped++;
+
+        if (ngx_time() - sl->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
+            sl->alerted = ngx_time();
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "welby: audit syslog \"%V\" queue full, %ui "
+                          "records not sent (the files have them)",
+                          &sl->name, sl->dropped);
+        }
+
+        return;
+    }
+
+    ngx_memcpy(sl->queue + sl->queued, msg, len);
+    sl->queued += len;
+
+    if (sl->peer.connection == NULL) {
+        if (!sl->retry.timer_set) {
+            ngx_http_welby_audit_tcp_connect(sl);
+        }
+
+        return;
+    }
+
+    if (sl->peer.connection->write->ready) {
+        ngx_http_welby_audit_tcp_write(sl->peer.connection->write);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_tcp_connect(ngx_http_welby_audit_syslog_t *sl)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    ngx_memzero(&sl->peer, sizeof(ngx_peer_connection_t));
+
+    sl->peer.sockaddr = sl->server.sockaddr;
+    sl->peer.socklen = sl->server.socklen;
+    sl->peer.name = &sl->name;
+    sl->peer.get = ngx_event_get_peer;
+    sl->peer.log = ngx_cycle->log;
+    sl->peer.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&sl->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_welby_audit_tcp_close(sl, 1);
+        return;
+    }
+
+    c = sl->peer.connection;
+    c->data = sl;
+    c->write->handler = ngx_http_welby_audit_tcp_write;
+    c->read->handler = ngx_http_welby_audit_tcp_read;
+
+    /* a partly sent frame died with the last connection */
+    sl->partial = 0;
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->write, 5000);
+        return;
+    }
+
+    ngx_http_welby_audit_tcp_write(c->write);
+}
+
+
+static void
+ngx_http_welby_audit_tcp_retry(ngx_event_t *ev)
+{
+    ngx_http_welby_audit_syslog_t  *sl;
+
+    sl = ev->data;
+
+    if (sl->queued && sl->peer.connection == NULL) {
+        ngx_http_welby_audit_tcp_connect(sl);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_tcp_write(ngx_event_t *wev)
+{
+    u_char                         *p;
+    size_t                          frame, off, rem, step;
+    ssize_t                         n;
+    ngx_connection_t               *c;
+    ngx_http_welby_audit_syslog_t  *sl;
+
+    c = wev->data;
+    sl = c->data;
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+                      "welby: audit syslog \"%V\" timed out", &sl->name);
+        ngx_http_welby_audit_tcp_close(sl, 1);
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    while (sl->queued) {
+
+        n = c->send(c, sl->queue, sl->queued);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_welby_audit_tcp_close(sl, 1);
+            return;
+        }
+
+        /*
+         * Follow the frames sent, to know where a connection may stop:
+         * frames are queued whole, so a frame's length is always there
+         * to read at its start.
+         */
+
+        off = 0;
+        rem = sl->partial;
+
+        while (off < (size_t) n) {
+            if (rem == 0) {
+                frame = 0;
+
+                for (p = sl->queue + off; *p >= '0' && *p <= '9'; p++) {
+                    frame = frame * 10 + (*p - '0');
+                }
+
+                rem = (size_t) (p - (sl->queue + off)) + 1 + frame;
+            }
+
+            step = ngx_min(rem, (size_t) n - off);
+            off += step;
+            rem -= step;
+        }
+
+        sl->partial = rem;
+
+        ngx_memmove(sl->queue, sl->queue + n, sl->queued - n);
+        sl->queued -= n;
+    }
+
+    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+        ngx_http_welby_audit_tcp_close(sl, 1);
+    }
+}
+
+
+static void
+ngx_http_welby_audit_tcp_read(ngx_event_t *rev)
+{
+    ssize_t                         n;
+    ngx_connection_t               *c;
+    ngx_http_welby_audit_syslog_t  *sl;
+    u_char                          buf[256];
+
+    c = rev->data;
+    sl = c->data;
+
+    /* a collector says nothing; end of stream or an error ends it */
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_welby_audit_tcp_close(sl, 1);
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_welby_audit_tcp_close(sl, 1);
+            return;
+        }
+    }
+}
+
+
+/*
+ * Closes the connection; a frame it carried half of is dropped (the
+ * collector could not parse the rest), and a new connection is tried in
+ * a second while records wait.
+ */
+static void
+ngx_http_welby_audit_tcp_close(ngx_http_welby_audit_syslog_t *sl,
+    ngx_uint_t retry)
+{
+    if (sl->peer.connection) {
+        ngx_close_connection(sl->peer.connection);
+        sl->peer.connection = NULL;
+    }
+
+    if (sl->partial) {
+        sl->partial = ngx_min(sl->partial, sl->queued);
+        ngx_memmove(sl->queue, sl->queue + sl->partial,
+                    sl->queued - sl->partial);
+        sl->queued -= sl->partial;
+        sl->partial = 0;
+        sl->dropped++;
+    }
+
+    sl->failures++;
+
+    /*
+     * A collector that restarts is routine: a warning, and the records
+     * wait in the queue.  Records are lost only when the queue is full,
+     * and that is an alert.
+     */
+
+    if (ngx_time() - sl->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
+        sl->alerted = ngx_time();
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "welby: audit syslog \"%V\" connection closed or "
+                      "failed (%ui times), %uz bytes queued",
+                      &sl->name, sl->failures, sl->queued);
+    }
+
+    if (retry && !ngx_exiting && !ngx_terminate && !ngx_quit) {
+        sl->retry.handler = ngx_http_welby_audit_tcp_retry;
+        sl->retry.data = sl;
+        sl->retry.log = ngx_cycle->log;
+        sl->retry.cancelable = 1;
+
+        if (!sl->retry.timer_set) {
+            ngx_add_timer(&sl->retry, 1000);
+        }
     }
 }

@@ -14,6 +14,7 @@ use IO::Socket::UNIX;
 use IO::Select;
 use JSON::XS ();
 use Socket qw(SOCK_DGRAM);
+use Time::HiRes ();
 use Welby::Nginx qw(http_req parse_response);
 
 my $t = Welby::Nginx->new();
@@ -24,6 +25,10 @@ plan(skip_all => 'njs (the echo backend) is not installed')
 
 my $udp = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
     LocalPort => $t->port(8084)) or die "udp listener: $!";
+
+my $tcp = IO::Socket::INET->new(Proto => 'tcp', LocalAddr => '127.0.0.1',
+    LocalPort => $t->port(8085), Listen => 5, ReuseAddr => 1)
+    or die "tcp listener: $!";
 
 my $unix = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => "$d/log.sock")
     or die "unix listener: $!";
@@ -42,6 +47,7 @@ http {
     welby_audit_syslog server=127.0.0.1:%%PORT_8084%% facility=local3
                        tag=gw pen=32473;
     welby_audit_syslog server=unix:%%TESTDIR%%/log.sock;
+    welby_audit_syslog server=127.0.0.1:%%PORT_8085%% transport=tcp pen=32473;
     welby_audit_node gw-node;
 
     server {
@@ -60,7 +66,7 @@ http {
 }
 EOF
 
-$t->run()->plan(12);
+$t->run()->plan(17);
 
 sub receive {
     my ($sock) = @_;
@@ -105,3 +111,46 @@ $m = receive($udp) // '';
 like($m, qr/reason="method_not_allowed"/,
     'a refusal: the reason in the structured data');
 unlike($m, qr/\n/, 'one datagram, one line');
+
+# TCP, RFC 6587 octet counting
+
+sub frames {
+    my ($conn, $want) = @_;
+    my ($buf, @f) = ('');
+    my $sel = IO::Select->new($conn);
+    while (@f < $want && $sel->can_read(5)) {
+        my $n = sysread($conn, $buf, 65536, length $buf);
+        last unless $n;
+        while ($buf =~ /^(\d+) /) {
+            my ($len, $skip) = ($1, length($1) + 1);
+            last if length($buf) < $skip + $len;
+            push @f, substr($buf, $skip, $len);
+            substr($buf, 0, $skip + $len) = '';
+        }
+    }
+    return @f;
+}
+
+IO::Select->new($tcp)->can_read(5);
+my $conn = $tcp->accept;
+ok($conn, 'TCP: the worker connected to the collector');
+
+my @f = frames($conn, 2);
+is(scalar @f, 2, 'TCP: both records so far arrive as octet-counted frames');
+like($f[0] // '', qr/^<\d+>1 .*\Q$id\E/, 'TCP: an RFC 5424 message per frame');
+
+# the collector restarts: the worker reconnects, nothing waits on it
+
+close $conn;
+my $t0 = Time::HiRes::time();
+my @ids = map { parse_response(http_req(uri => "/Patient/p$_"))
+    ->header('X-Request-Id') } 1 .. 3;
+ok(Time::HiRes::time() - $t0 < 2, 'requests are not held up by the '
+    . 'lost collector');
+
+my $conn2;
+$conn2 = $tcp->accept if IO::Select->new($tcp)->can_read(5);
+@f = $conn2 ? frames($conn2, 3) : ();
+is(join(' ', map { /"id":"([0-9a-f]+)"/ ? $1 : '?' } @f),
+    join(" ", @ids),
+    'TCP: after a reconnect the records sent meanwhile arrive, in order');
