@@ -107,6 +107,9 @@ static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
     welby_audit_record_t *rec);
 static void ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     welby_audit_record_t *rec, ngx_log_t *log);
+static size_t ngx_http_welby_audit_format(ngx_http_welby_audit_sink_t *sink,
+    u_char *dst, size_t cap, welby_audit_record_t *rec, u_char *prev,
+    u_char *next);
 static ngx_int_t ngx_http_welby_audit_write(
     ngx_http_welby_audit_sink_t *sink, u_char *data, size_t len,
     ngx_log_t *log);
@@ -985,7 +988,7 @@ static void
 ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     welby_audit_record_t *rec, ngx_log_t *log)
 {
-    size_t      len;
+    size_t      len, cap;
     u_char     *line, *prev;
     ngx_uint_t  buffered, allocated;
     u_char      next[WELBY_AUDIT_HEX_LEN + 1];
@@ -997,41 +1000,47 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
 
     prev = sink->chained ? sink->prev : NULL;
 
-    len = sink->fhir ? welby_audit_fhir_chained(NULL, 0, rec, prev, next)
-                     : welby_audit_json_chained(NULL, 0, rec, prev, next);
-
-    if (len == 0) {
-        sink->lost++;
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "welby: audit record %V not written to \"%V\": "
-                      "SHA-256 failed", &rec->id, &sink->path);
-        return;
-    }
+    /*
+     * One pass where the line fits (the buffer, else the stack); the
+     * writers return the length they need when it does not.
+     */
 
     buffered = 0;
     allocated = 0;
 
-    if (sink->start && len <= (size_t) (sink->last - sink->pos)) {
+    if (sink->start && sink->last - sink->pos > 0) {
         line = sink->pos;
+        cap = sink->last - sink->pos;
         buffered = 1;
 
-    } else if (len <= sizeof(stack)) {
-        line = stack;
-
     } else {
-        line = ngx_alloc(len, log);
-        if (line == NULL) {
-            sink->lost++;
-            return;
-        }
-
-        allocated = 1;
+        line = stack;
+        cap = sizeof(stack);
     }
 
-    if ((sink->fhir ? welby_audit_fhir_chained(line, len, rec, prev, next)
-                    : welby_audit_json_chained(line, len, rec, prev, next))
-        != len)
-    {
+    len = ngx_http_welby_audit_format(sink, line, cap, rec, prev, next);
+
+    if (len > cap) {
+        cap = len;
+
+        if (len <= sizeof(stack)) {
+            line = stack;
+
+        } else {
+            line = ngx_alloc(len, log);
+            if (line == NULL) {
+                sink->lost++;
+                return;
+            }
+
+            allocated = 1;
+        }
+
+        buffered = 0;
+        len = ngx_http_welby_audit_format(sink, line, cap, rec, prev, next);
+    }
+
+    if (len == 0 || len > cap) {
         sink->lost++;
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "welby: audit record %V not written to \"%V\"",
@@ -1067,6 +1076,18 @@ done:
     if (allocated) {
         ngx_free(line);
     }
+}
+
+
+static size_t
+ngx_http_welby_audit_format(ngx_http_welby_audit_sink_t *sink, u_char *dst,
+    size_t cap, welby_audit_record_t *rec, u_char *prev, u_char *next)
+{
+    if (sink->fhir) {
+        return welby_audit_fhir_chained(dst, cap, rec, prev, next);
+    }
+
+    return welby_audit_json_chained(dst, cap, rec, prev, next);
 }
 
 
