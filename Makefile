@@ -43,7 +43,7 @@ UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-unit test-e2e test-asan fuzz fuzz-smoke run clean \
-        bench
+        bench audit-verify
 
 all: $(BUILD)/ngx_http_welby_module.so
 
@@ -150,6 +150,11 @@ run: all
 bench: deps all
 	$(call welby_apt,$(BENCH_PACKAGES))
 	conf/bench/run
+
+# Checks the hash chains of audit files: make audit-verify FILE="a.log b.log"
+audit-verify:
+	@test -n "$(FILE)" || { echo "usage: make audit-verify FILE=..."; exit 2; }
+	conf/audit-verify $(FILE)
 
 clean:
 	rm -rf $(BUILD)

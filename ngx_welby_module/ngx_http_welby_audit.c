@@ -692,6 +692,7 @@ ngx_http_welby_audit_alert(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec.id.len = ngx_sprintf(p, "%V-alert", &ctx->request_id) - p;
 
     rec.time_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    rec.sha256 = wmcf->sha256;
     rec.node.data = wmcf->audit_node.data;
     rec.node.len = wmcf->audit_node.len;
     rec.stream.data = wmcf->audit_stream.data;
@@ -861,6 +862,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     tp = ngx_timeofday();
 
     rec->time_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    rec->sha256 = wmcf->sha256;
     rec->id.data = ctx->request_id.data;
     rec->id.len = ctx->request_id.len;
     rec->node.data = wmcf->audit_node.data;
@@ -1253,7 +1255,9 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
         return;
     }
 
-    if ((ngx_file_access(&fi) & 0077) && fchmod(sink->fd, 0600) == -1) {
+    if (ngx_is_file(&fi) && (ngx_file_access(&fi) & 0077)
+        && fchmod(sink->fd, 0600) == -1)
+    {
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "welby: fchmod(\"%V\", 0600) failed", &sink->path);
     }

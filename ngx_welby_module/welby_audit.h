@@ -233,6 +233,9 @@ typedef struct {
     int64_t                  alert_window_ms;
     welby_str_t              alert_key;
 
+    /* an EVP_MD * for SHA-256 fetched once by the caller, or NULL */
+    const void              *sha256;
+
     /* written last when set; welby_audit_json_chained() computes it */
     const unsigned char     *chain;         /* 64 hex digits or NULL */
 } welby_audit_record_t;
