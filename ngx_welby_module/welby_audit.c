@@ -1213,6 +1213,22 @@ welby_audit_escape(welby_audit_out_t *o, const unsigned char *s, size_t len)
         }
 
         if (i > start) {
+
+            /* most values need no escaping: copy them as they are */
+
+            for (n = start; n < i; n++) {
+                if (s[n] == '"' || s[n] == '\\' || s[n] < 0x20
+                    || s[n] == 0x7f)
+                {
+                    break;
+                }
+            }
+
+            if (n == i) {
+                welby_audit_raw(o, s + start, i - start);
+                goto utf8;
+            }
+
             n = welby_json_escape(NULL, s + start, i - start);
 
             if (o->dst != NULL && o->n <= o->cap && n <= o->cap - o->n) {
@@ -1221,6 +1237,8 @@ welby_audit_escape(welby_audit_out_t *o, const unsigned char *s, size_t len)
 
             o->n += n;
         }
+
+    utf8:
 
         while (i < len && s[i] >= 0x80) {
             n = welby_utf8_len(s + i, len - i);
