@@ -630,6 +630,13 @@ ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
 
         ngx_free(sink[i].backlog);
         sink[i].backlog = NULL;
+        sink[i].backlog_len = 0;
+
+        /*
+         * nginx flushes open files once more when it frees the cycle,
+         * after this: nothing is left to write, and the log may be gone.
+         */
+        sink[i].file->data = NULL;
     }
 }
 
@@ -1171,6 +1178,11 @@ ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink, u_char *data,
             sink->lost++;
             return;
         }
+    }
+
+    if (len == 0) {
+        /* only the kept bytes failed again; they are still kept */
+        return;
     }
 
     if (len > NGX_HTTP_WELBY_AUDIT_BACKLOG - sink->backlog_len) {

@@ -55,7 +55,14 @@ sub curl {
     return scalar `curl -s --max-time 10 --cacert $ca $args 2>&1`;
 }
 
-my $out = $t->read_file('demo.out');
+# the banner may come a moment after the port is open (slower under ASan)
+my $out = '';
+for (1 .. 100) {
+    $out = $t->read_file('demo.out');
+    last if $out =~ /mint-token/ && $out =~ /\n\s*curl .*\n.*\n/s;
+    sleep 0.1;
+}
+
 like($out, qr{curl --cacert \S+ \Q$base\E/fhir/Patient/p1},
     'the demo prints ready-to-paste curl commands');
 like($out, qr{Authorization: Bearer .*mint-token},
