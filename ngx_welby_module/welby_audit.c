@@ -796,6 +796,9 @@ welby_audit_fhir_agents(welby_audit_out_t *o, const welby_audit_record_t *r)
 
     welby_audit_str(o, ",\"requestor\":true");
 
+    /* BALP: the token's id is the agent's policy */
+    welby_audit_fhir_str(o, ",\"policy\":[\"", &r->jti, "\"]");
+
     /* network type 2: IP address */
     welby_audit_fhir_str(o, ",\"network\":{\"address\":\"", &r->ip,
                          "\",\"type\":\"2\"}");

@@ -12,6 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use IO::Socket::INET;
 use JSON::XS ();
 use Time::HiRes qw(sleep);
 use Welby::Nginx qw(http_req parse_response);
@@ -70,6 +71,12 @@ http {
         location /open/ {
             proxy_pass http://127.0.0.1:%%PORT_8081%%;
         }
+
+        location /silent/ {
+            welby on;
+            welby_token off;
+            proxy_pass http://127.0.0.1:%%PORT_8083%%;
+        }
     }
 
     server {
@@ -79,7 +86,11 @@ http {
 }
 EOF
 
-$t->run()->plan(32);
+# a backend that accepts and never answers, for the client abort
+my $silent = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1',
+    LocalPort => $t->port(8083), ReuseAddr => 1) or die "silent: $!";
+
+$t->run()->plan(34);
 
 my $tok = jwt(key => $key, set => { iss => 'https://issuer.test',
     aud => 'https://fhir.test', sub => 'nurse-7', jti => 'jti-audit-1' });
@@ -154,6 +165,24 @@ my $before = () = records();
 $r = req(uri => '/redirected/x', headers => ["Authorization: Bearer $tok"]);
 is($r->status, 200, 'error_page redirect served by the fallback location');
 is(scalar(records()) - $before, 1, 'internal redirect: exactly one record');
+
+# a client that gives up while the backend thinks: one record, 499
+
+my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port(8080))
+    or die "connect: $!";
+print $c "GET /silent/x HTTP/1.1\r\nHost: localhost\r\n"
+    . "X-Request-Id: abort-1\r\n\r\n";
+sleep 0.5;
+close $c;
+my @abort;
+for (1 .. 30) {
+    @abort = by_id('abort-1');
+    last if @abort;
+    sleep 0.1;
+}
+is(scalar @abort, 1, 'client abort: one record');
+is(($abort[0] || {})->{http}{status}, 499,
+    'client abort: status 499, as nginx logs it');
 
 # a location without welby: no record
 

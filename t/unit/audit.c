@@ -617,6 +617,8 @@ main(void)
     ok(strcmp(jstr(v, "3.url"), "issuer") == 0
        && strcmp(jstr(v, "3.valueUri"), "https://idp.example") == 0,
        "issuer is a valueUri");
+    is_str(jstr(doc, "agent.0.policy.0"), "jti-1",
+           "agent[0].policy holds the token id, as BALP records it");
     is_str(jstr(doc, "agent.0.who.identifier.value"), "user-1",
            "who.identifier.value is sub");
     is_str(jstr(doc, "agent.0.who.identifier.system"), "https://idp.example",
