@@ -81,6 +81,8 @@ static void ngx_http_welby_cache_delete(ngx_http_welby_cache_t *cache,
     ngx_http_welby_cache_node_t *cn);
 static void *ngx_http_welby_cache_alloc(ngx_http_welby_cache_t *cache,
     size_t size);
+static volatile uint32_t *ngx_http_welby_cache_door(
+    ngx_http_welby_main_conf_t *wmcf, u_char *hash, uint32_t *fp);
 static ngx_uint_t ngx_http_welby_cache_strings(welby_claims_t *claims,
     welby_str_t **kid, welby_str_t **typ, welby_str_t **payload,
     welby_str_t **out);
@@ -466,30 +468,59 @@ ngx_http_welby_cache_put(ngx_http_request_t *r,
 }
 
 
-/* 1 when a verified token is seen for the second time: store it then. */
+/*
+ * 1 when a verified token is seen for the second time: store it then.
+ * The fingerprint stays, so that ngx_http_welby_cache_seen() lets the
+ * lookups of this token through.
+ */
 ngx_uint_t
 ngx_http_welby_cache_admit(ngx_http_welby_main_conf_t *wmcf, u_char *hash)
 {
-    uint32_t                         i, fp;
-    volatile uint32_t               *slot;
-    ngx_http_welby_cache_shctx_t    *sh;
+    uint32_t            fp;
+    volatile uint32_t  *slot;
 
-    sh = ((ngx_http_welby_cache_t *) wmcf->token_cache->data)->sh;
-
-    ngx_memcpy(&i, hash + 8, sizeof(uint32_t));
-    ngx_memcpy(&fp, hash + 12, sizeof(uint32_t));
-
-    fp |= 1;    /* 0 is an empty slot */
-    slot = &sh->door[i & sh->door_mask];
+    slot = ngx_http_welby_cache_door(wmcf, hash, &fp);
 
     if (*slot == fp) {
-        *slot = 0;
         return 1;
     }
 
     *slot = fp;
 
     return 0;
+}
+
+
+/*
+ * 0 when the token cannot be in the zone: its fingerprint is not in the
+ * doorkeeper, so it was not verified lately.  A token used once then
+ * costs no walk of a large, cold tree.  (A stored token whose slot was
+ * taken by another is verified again, and stored again.)
+ */
+ngx_uint_t
+ngx_http_welby_cache_seen(ngx_http_welby_main_conf_t *wmcf, u_char *hash)
+{
+    uint32_t  fp;
+
+    return *ngx_http_welby_cache_door(wmcf, hash, &fp) == fp;
+}
+
+
+static volatile uint32_t *
+ngx_http_welby_cache_door(ngx_http_welby_main_conf_t *wmcf, u_char *hash,
+    uint32_t *fp)
+{
+    uint32_t                       i;
+    ngx_http_welby_cache_shctx_t  *sh;
+
+    sh = ((ngx_http_welby_cache_t *) wmcf->token_cache->data)->sh;
+
+    ngx_memcpy(&i, hash + 8, sizeof(uint32_t));
+    ngx_memcpy(fp, hash + 12, sizeof(uint32_t));
+
+    *fp |= 1;    /* 0 is an empty slot */
+
+    return &sh->door[i & sh->door_mask];
 }
 
 

@@ -190,6 +190,8 @@ ngx_int_t ngx_http_welby_cache_get(ngx_http_request_t *r,
     welby_jose_header_t *header, u_char *thumbprint, u_char *rules_hash);
 ngx_uint_t ngx_http_welby_cache_admit(ngx_http_welby_main_conf_t *wmcf,
     u_char *hash);
+ngx_uint_t ngx_http_welby_cache_seen(ngx_http_welby_main_conf_t *wmcf,
+    u_char *hash);
 void ngx_http_welby_cache_put(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, u_char *hash, welby_token_t *token,
     ngx_http_welby_issuer_t *issuer, const welby_key_t *key);

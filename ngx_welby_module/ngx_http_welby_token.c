@@ -1150,6 +1150,7 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     u_char                    thumbprint[32], rules_hash[32];
 
     if (wmcf->token_cache
+        && ngx_http_welby_cache_seen(wmcf, hash)
         && ngx_http_welby_cache_get(r, wmcf, hash, ctx, header, thumbprint,
                                     rules_hash)
            == NGX_OK)
