@@ -42,7 +42,7 @@ for (1 .. 100) {
     sleep 0.1;
 }
 
-plan(tests => 18);
+plan(tests => 19);
 
 ok($up, 'the demo listens on its HTTPS port')
     or diag($t->read_file('demo.out'));
@@ -144,6 +144,15 @@ is($status, 0, 'Ctrl-C (SIGINT) stops the demo, exit status 0');
 my $log = -f "$dir/error.log" ? $t->read_file('demo/error.log') : '';
 unlike($log, qr/\[(alert|crit|emerg)\]/,
     'the demo logged no alert, crit or emerg');
+
+# stopped, the demo has written its whole audit trail
+my @audit = -f "$dir/audit.log"
+    ? grep { /^\{"schema":1,/ } split /\n/, $t->read_file('demo/audit.log')
+    : ();
+my $verify = @audit ? `$FindBin::Bin/../conf/audit-verify $dir/audit.log 2>&1`
+    : '';
+ok(@audit >= 10 && $? == 0, 'the demo wrote an audit trail whose chains '
+    . 'verify') or diag($verify);
 
 my @reports = grep { -s } glob($t->testdir() . '/sanitizer/*');
 is_deeply(\@reports, [], 'no sanitizer report from the demo');
