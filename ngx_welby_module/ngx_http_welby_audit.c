@@ -295,12 +295,23 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t
 ngx_http_welby_audit_init(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf)
 {
+    u_char                       *p;
     ngx_uint_t                    i;
     ngx_http_welby_audit_sink_t  *sink;
 
     if (wmcf->audit_node.len == 0) {
         wmcf->audit_node = cf->cycle->hostname;
     }
+
+    /* syslog takes the node as a C string: made once, here */
+
+    p = ngx_pnalloc(cf->pool, wmcf->audit_node.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_cpystrn(p, wmcf->audit_node.data, wmcf->audit_node.len + 1);
+    wmcf->audit_node.data = p;
 
     if (wmcf->audit_sinks == NULL) {
         return NGX_OK;
@@ -764,15 +775,11 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     u_char     *msg;
     ssize_t     n;
     ngx_err_t   err;
-    u_char      host[256];
     u_char      stack[8192];
 
     if (sl->tcp) {
-        (void) ngx_cpystrn(host, node->data,
-                           ngx_min(node->len + 1, sizeof(host)));
-
         len = welby_audit_syslog(NULL, 0, rec, (int) sl->facility,
-                                 (char *) host, (char *) sl->tag.data,
+                                 (char *) node->data, (char *) sl->tag.data,
                                  (int) sl->pen, 1);
 
         msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
@@ -782,7 +789,7 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
         }
 
         (void) welby_audit_syslog(msg, len, rec, (int) sl->facility,
-                                  (char *) host, (char *) sl->tag.data,
+                                  (char *) node->data, (char *) sl->tag.data,
                                   (int) sl->pen, 1);
 
         ngx_http_welby_audit_tcp_queue(sl, msg, len, log);
@@ -813,10 +820,8 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
         }
     }
 
-    (void) ngx_cpystrn(host, node->data, ngx_min(node->len + 1, sizeof(host)));
-
     len = welby_audit_syslog(NULL, 0, rec, (int) sl->facility,
-                             (char *) host, (char *) sl->tag.data,
+                             (char *) node->data, (char *) sl->tag.data,
                              (int) sl->pen, 0);
 
     msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
@@ -825,7 +830,7 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     }
 
     (void) welby_audit_syslog(msg, len, rec, (int) sl->facility,
-                              (char *) host, (char *) sl->tag.data,
+                              (char *) node->data, (char *) sl->tag.data,
                               (int) sl->pen, 0);
 
     n = send(sl->fd, msg, len, 0);

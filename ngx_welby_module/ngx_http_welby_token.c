@@ -118,7 +118,7 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                   *p;
     time_t                    t;
     ngx_str_t                *value, s, name, *aud;
-    ngx_uint_t                i, j, n, keys, secret, typ_set, algs_set;
+    ngx_uint_t                i, j, n, keys, secret, algs_set;
     ngx_array_t               audiences;
     welby_str_t              *a;
     ngx_pool_cleanup_t       *cln;
@@ -165,7 +165,6 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     keys = 0;
     secret = 0;
-    typ_set = 0;
     algs_set = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -298,7 +297,6 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            typ_set = 1;
             continue;
         }
 
@@ -338,8 +336,6 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         goto invalid;
     }
-
-    (void) typ_set;
 
     if (!keys) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

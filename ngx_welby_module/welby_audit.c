@@ -69,6 +69,8 @@ typedef struct {
 } welby_audit_interaction_t;
 
 
+static void welby_audit_out_init(welby_audit_out_t *o, unsigned char *dst,
+    size_t cap, const void *md);
 static void welby_audit_raw(welby_audit_out_t *o, const void *s, size_t len);
 static void welby_audit_str(welby_audit_out_t *o, const char *s);
 static void welby_audit_int(welby_audit_out_t *o, int64_t v);
@@ -229,10 +231,7 @@ welby_audit_json(unsigned char *dst, size_t cap,
 {
     welby_audit_out_t  o;
 
-    o.dst = dst;
-    o.md = NULL;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, NULL);
 
     welby_audit_body(&o, r);
     welby_audit_tail(&o, r);
@@ -249,10 +248,7 @@ welby_audit_json_chained(unsigned char *dst, size_t cap,
 {
     welby_audit_out_t  o;
 
-    o.dst = dst;
-    o.md = r->sha256;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, r->sha256);
 
     welby_audit_body(&o, r);
 
@@ -266,10 +262,7 @@ welby_audit_fhir(unsigned char *dst, size_t cap,
 {
     welby_audit_out_t  o;
 
-    o.dst = dst;
-    o.md = NULL;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, NULL);
 
     welby_audit_fhir_body(&o, r);
 
@@ -293,10 +286,7 @@ welby_audit_fhir_chained(unsigned char *dst, size_t cap,
 {
     welby_audit_out_t  o;
 
-    o.dst = dst;
-    o.md = r->sha256;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, r->sha256);
 
     welby_audit_fhir_body(&o, r);
     welby_audit_fhir_envelope(&o, r);
@@ -360,10 +350,7 @@ welby_audit_query_names(unsigned char *dst, size_t cap,
     welby_audit_out_t     o;
     const unsigned char  *names[WELBY_AUDIT_QUERY_NAMES], *name, *p;
 
-    o.dst = dst;
-    o.md = NULL;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, NULL);
 
     if (args == NULL) {
         return 0;
@@ -456,10 +443,7 @@ welby_audit_syslog(unsigned char *dst, size_t cap,
     char               prefix[32];
     welby_audit_out_t  o, count;
 
-    o.dst = dst;
-    o.md = NULL;
-    o.cap = cap;
-    o.n = 0;
+    welby_audit_out_init(&o, dst, cap, NULL);
 
     if (octet_counting) {
         /* RFC 6587 section 3.4.1: MSG-LEN is the octet count of the rest */
@@ -1151,6 +1135,17 @@ welby_audit_member_list(welby_audit_json_t *j, const char *key,
     }
 
     welby_audit_str(j->out, "]");
+}
+
+
+static void
+welby_audit_out_init(welby_audit_out_t *o, unsigned char *dst, size_t cap,
+    const void *md)
+{
+    o->dst = dst;
+    o->cap = cap;
+    o->n = 0;
+    o->md = md;
 }
 
 
