@@ -334,8 +334,7 @@ ngx_http_welby_alert_matches(ngx_http_welby_alert_t *rule,
 
     case NGX_HTTP_WELBY_ALERT_AUTH:
         return ctx->decision == NGX_HTTP_WELBY_DECISION_DENY
-               && ctx->reason >= WELBY_REASON_TOKEN_MISSING
-               && ctx->reason <= WELBY_REASON_TOKEN_BINDING;
+               && welby_reason_is_auth(ctx->reason);
 
     case NGX_HTTP_WELBY_ALERT_REFUSAL:
         return ctx->decision == NGX_HTTP_WELBY_DECISION_DENY;

@@ -105,6 +105,8 @@ static void ngx_http_welby_audit_write_record(ngx_http_request_t *r,
 static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_main_conf_t *wmcf,
     welby_audit_record_t *rec);
+static void ngx_http_welby_audit_tls(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, welby_audit_record_t *rec);
 static void ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     welby_audit_record_t *rec, ngx_log_t *log);
 static size_t ngx_http_welby_audit_format(ngx_http_welby_audit_sink_t *sink,
@@ -911,9 +913,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     /* the seed's three logs: authentication, operation, event */
 
-    if (ctx->reason >= WELBY_REASON_TOKEN_MISSING
-        && ctx->reason <= WELBY_REASON_TOKEN_BINDING)
-    {
+    if (welby_reason_is_auth(ctx->reason)) {
         rec->category = WELBY_AUDIT_CAT_AUTHENTICATION;
 
     } else if (rec->outcome == WELBY_AUDIT_OUTCOME_ALLOW) {
@@ -979,13 +979,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->ip.len = r->connection->addr_text.len;
     rec->port = ngx_inet_get_port(r->connection->sockaddr);
 
-#if (NGX_HTTP_SSL)
-    if (r->connection->ssl) {
-        p = (u_char *) SSL_get_version(r->connection->ssl->connection);
-        rec->tls_protocol.data = p;
-        rec->tls_protocol.len = ngx_strlen(p);
-    }
-#endif
+    ngx_http_welby_audit_tls(r, ctx, rec);
 
     if (r->upstream_states && r->upstream_states->nelts) {
         state = r->upstream_states->elts;
@@ -995,6 +989,85 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             rec->upstream_status = state->status;
         }
     }
+}
+
+
+/*
+ * The tls object and the certificate's thumbprint.  Through a trusted
+ * proxy that vouched, the client's leg is the proxy's: its address and
+ * the protocol it reported.
+ */
+static void
+ngx_http_welby_audit_tls(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    welby_audit_record_t *rec)
+{
+#if (NGX_HTTP_SSL)
+    u_char            *p;
+    long               verify;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+#endif
+
+    if (ctx->tls_proxy.len) {
+        rec->tls_proxy.data = ctx->tls_proxy.data;
+        rec->tls_proxy.len = ctx->tls_proxy.len;
+
+        if (ctx->tls_proxy_protocol.len) {
+            rec->tls_protocol.data = ctx->tls_proxy_protocol.data;
+            rec->tls_protocol.len = ctx->tls_proxy_protocol.len;
+        }
+
+        return;
+    }
+
+#if (NGX_HTTP_SSL)
+
+    c = r->connection;
+
+    if (c->ssl == NULL) {
+        return;
+    }
+
+    p = (u_char *) SSL_get_version(c->ssl->connection);
+    rec->tls_protocol.data = p;
+    rec->tls_protocol.len = ngx_strlen(p);
+
+    p = (u_char *) SSL_get_cipher_name(c->ssl->connection);
+    if (p) {
+        rec->tls_cipher.data = p;
+        rec->tls_cipher.len = ngx_strlen(p);
+    }
+
+    rc = ngx_http_welby_client_cert_sha256(r, ctx);
+
+    if (rc == NGX_DECLINED) {
+        rec->tls_client_cert.data = (u_char *) "none";
+        rec->tls_client_cert.len = 4;
+        return;
+    }
+
+    verify = SSL_get_verify_result(c->ssl->connection);
+
+    if (verify == X509_V_OK) {
+        rec->tls_client_cert.data = (u_char *) "verified";
+        rec->tls_client_cert.len = 8;
+
+    } else {
+        rec->tls_client_cert.data = (u_char *) "failed";
+        rec->tls_client_cert.len = 6;
+        rec->tls_client_cert_error = verify;
+    }
+
+    if (rc == NGX_OK) {
+        p = ngx_pnalloc(r->pool, 64);
+        if (p) {
+            ngx_hex_dump(p, ctx->cert_sha256, 32);
+            rec->cert_sha256.data = p;
+            rec->cert_sha256.len = 64;
+        }
+    }
+
+#endif
 }
 
 

@@ -54,6 +54,29 @@ static ngx_conf_enum_t  ngx_http_welby_modes[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_welby_tls_modes[] = {
+    { ngx_string("off"), 0 },
+    { ngx_string("required"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+/* the wire values of the versions, as SSL_version() gives them */
+static ngx_conf_enum_t  ngx_http_welby_tls_versions[] = {
+    { ngx_string("TLSv1.2"), 0x0303 },
+    { ngx_string("TLSv1.3"), 0x0304 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_welby_client_cert_modes[] = {
+    { ngx_string("off"), NGX_HTTP_WELBY_CLIENT_CERT_OFF },
+    { ngx_string("optional"), NGX_HTTP_WELBY_CLIENT_CERT_OPTIONAL },
+    { ngx_string("required"), NGX_HTTP_WELBY_CLIENT_CERT_REQUIRED },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_welby_commands[] = {
 
     { ngx_string("welby"),
@@ -161,6 +184,55 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       offsetof(ngx_http_welby_loc_conf_t, strip_headers),
       NULL },
 
+    { ngx_string("welby_tls"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, tls),
+      &ngx_http_welby_tls_modes },
+
+    { ngx_string("welby_tls_min"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, tls_min),
+      &ngx_http_welby_tls_versions },
+
+    { ngx_string("welby_trusted_proxy"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_trusted_proxy,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_client_cert"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, client_cert),
+      &ngx_http_welby_client_cert_modes },
+
+    { ngx_string("welby_client_cert_allow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_welby_client_cert_allow,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_hsts"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_welby_hsts,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_tls_certificate_check"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_welby_srv_conf_t, certificate_check),
+      NULL },
+
       ngx_null_command
 };
 
@@ -172,8 +244,8 @@ static ngx_http_module_t  ngx_http_welby_module_ctx = {
     ngx_http_welby_create_main_conf,       /* create main configuration */
     NULL,                                  /* init main configuration */
 
-    NULL,                                  /* create server configuration */
-    NULL,                                  /* merge server configuration */
+    ngx_http_welby_create_srv_conf,        /* create server configuration */
+    ngx_http_welby_merge_srv_conf,         /* merge server configuration */
 
     ngx_http_welby_create_loc_conf,        /* create location configuration */
     ngx_http_welby_merge_loc_conf          /* merge location configuration */
@@ -199,10 +271,13 @@ ngx_module_t  ngx_http_welby_module = {
 /*
  * The pipeline, in the order of DESIGN.md's request path, cheapest check
  * first: classify, network, pre-auth limits, token, policy, post-auth
- * limits, WAF.  Each step is added here, in its place, by the change that
+ * limits, WAF - except that the tls part of the network checks comes
+ * first of all: nothing of a request that arrived in clear text is
+ * looked at before it is refused.  Each step is added here, in its place, by the change that
  * builds it.
  */
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
+    { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_null_string, NULL }
@@ -437,6 +512,10 @@ ngx_http_welby_header_filter(ngx_http_request_t *r)
 
     if (ctx == NULL || ctx->request_id.len == 0) {
         return ngx_http_next_header_filter(r);
+    }
+
+    if (ngx_http_welby_tls_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     /* The backend may echo its own: the client sees ours, once. */
@@ -996,6 +1075,10 @@ ngx_http_welby_init(ngx_conf_t *cf)
         return NGX_OK;
     }
 
+    if (ngx_http_welby_tls_check_servers(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
@@ -1089,6 +1172,8 @@ ngx_http_welby_create_main_conf(ngx_conf_t *cf)
     cln->handler = ngx_http_welby_md_cleanup;
     cln->data = wmcf->sha256;
 
+    wmcf->realip_remote_addr = NGX_CONF_UNSET;
+
     return wmcf;
 }
 
@@ -1116,6 +1201,10 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     wlcf->token = NGX_CONF_UNSET_UINT;
     wlcf->token_max_size = NGX_CONF_UNSET_SIZE;
     wlcf->token_binding = NGX_CONF_UNSET;
+    wlcf->tls = NGX_CONF_UNSET_UINT;
+    wlcf->tls_min = NGX_CONF_UNSET_UINT;
+    wlcf->trusted_proxy = NGX_CONF_UNSET_PTR;
+    wlcf->client_cert = NGX_CONF_UNSET_UINT;
 
     return wlcf;
 }
@@ -1167,5 +1256,5 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         wmcf->used = 1;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_welby_tls_merge(cf, prev, conf);
 }

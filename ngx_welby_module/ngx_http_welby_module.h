@@ -37,6 +37,28 @@
 #define NGX_HTTP_WELBY_TOKEN_COOKIE  3
 
 
+#define NGX_HTTP_WELBY_CLIENT_CERT_OFF       0
+#define NGX_HTTP_WELBY_CLIENT_CERT_OPTIONAL  1
+#define NGX_HTTP_WELBY_CLIENT_CERT_REQUIRED  2
+
+
+/* welby_trusted_proxy */
+typedef struct {
+    ngx_array_t                *from;           /* ngx_cidr_t */
+    ngx_str_t                   proto_header;
+    ngx_str_t                   protocol_header;    /* empty: not checked */
+} ngx_http_welby_proxy_t;
+
+
+/* one welby_client_cert_allow line: all that is set must match */
+typedef struct {
+    ngx_str_t                   subject;        /* RFC 2253, or empty */
+    ngx_str_t                   issuer;
+    u_char                      md[32];
+    unsigned                    sha256:1;
+} ngx_http_welby_cert_allow_t;
+
+
 /* A file a worker watches for changes (keys, the revocation list). */
 typedef struct {
     ngx_str_t                   path;       /* NUL-terminated */
@@ -113,6 +135,8 @@ typedef struct {
     u_char                      audit_stream_data[NGX_INT64_LEN * 2 + 8];
     ngx_uint_t                  audit_seq;
 
+    ngx_int_t                   realip_remote_addr; /* variable index */
+
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;
     size_t                      random_left;
@@ -129,7 +153,20 @@ typedef struct {
     ngx_flag_t                  token_binding;
     ngx_str_t                   realm;
     ngx_array_t                *strip_headers;  /* ngx_str_t */
+
+    ngx_uint_t                  tls;            /* required (1) or off */
+    ngx_uint_t                  tls_min;        /* TLS1_2_VERSION, ... */
+    ngx_http_welby_proxy_t     *trusted_proxy;
+    ngx_uint_t                  client_cert;    /* NGX_HTTP_WELBY_CLIENT_CERT_* */
+    ngx_array_t                *client_cert_allow;
+    ngx_str_t                   hsts;           /* empty: off */
 } ngx_http_welby_loc_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  certificate_check;
+    ngx_flag_t                  protected;      /* a welby_tls location */
+} ngx_http_welby_srv_conf_t;
 
 
 typedef struct {
@@ -145,7 +182,14 @@ typedef struct {
     welby_str_t                 payload;        /* decoded claims JSON */
     ngx_http_welby_issuer_t    *issuer;
 
+    u_char                      cert_sha256[32];
+    ngx_str_t                   tls_proxy;      /* the vouching proxy */
+    ngx_str_t                   tls_proxy_protocol;
+
     unsigned                    pipeline_done:1;
+    unsigned                    tls_secure:1;
+    unsigned                    tls_proxy_ok:1;
+    unsigned                    cert_hashed:1;
     unsigned                    token_valid:1;
     unsigned                    token_cached:1;
     unsigned                    audited:1;
@@ -170,6 +214,25 @@ ngx_http_welby_ctx_t *ngx_http_welby_get_ctx(ngx_http_request_t *r);
 /* ngx_http_welby_fhir.c */
 welby_reason_e ngx_http_welby_classify(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* ngx_http_welby_tls.c */
+welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+ngx_int_t ngx_http_welby_client_cert_sha256(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+ngx_int_t ngx_http_welby_tls_headers(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+char *ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_client_cert_allow(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_hsts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_welby_tls_merge(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
+void *ngx_http_welby_create_srv_conf(ngx_conf_t *cf);
+char *ngx_http_welby_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+ngx_int_t ngx_http_welby_tls_check_servers(ngx_conf_t *cf);
 
 /* ngx_http_welby_token.c */
 char *ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

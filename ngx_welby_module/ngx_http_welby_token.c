@@ -1273,9 +1273,7 @@ ngx_http_welby_binding(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
 #if (NGX_HTTP_SSL)
-    X509          *cert;
-    unsigned int   len;
-    u_char         md[EVP_MAX_MD_SIZE];
+    ngx_int_t  rc;
 #endif
 
     if (!(ctx->claims.present & WELBY_CLAIM_CNF)) {
@@ -1285,24 +1283,21 @@ ngx_http_welby_binding(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
 #if (NGX_HTTP_SSL)
 
-    if (r->connection->ssl == NULL) {
+    if (r->connection->ssl == NULL
+        || SSL_get_verify_result(r->connection->ssl->connection) != X509_V_OK)
+    {
         return WELBY_REASON_TOKEN_BINDING;
     }
 
-    if (SSL_get_verify_result(r->connection->ssl->connection) != X509_V_OK) {
-        return WELBY_REASON_TOKEN_BINDING;
-    }
+    rc = ngx_http_welby_client_cert_sha256(r, ctx);
 
-    cert = SSL_get0_peer_certificate(r->connection->ssl->connection);
-    if (cert == NULL) {
-        return WELBY_REASON_TOKEN_BINDING;
-    }
-
-    if (X509_digest(cert, EVP_sha256(), md, &len) != 1 || len != 32) {
+    if (rc == NGX_ERROR) {
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    if (CRYPTO_memcmp(md, ctx->claims.x5t_s256, 32) != 0) {
+    if (rc != NGX_OK
+        || CRYPTO_memcmp(ctx->cert_sha256, ctx->claims.x5t_s256, 32) != 0)
+    {
         return WELBY_REASON_TOKEN_BINDING;
     }
 

@@ -19,6 +19,8 @@ static ngx_int_t ngx_http_welby_claim_str_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_welby_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_welby_cert_sha256_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_welby_set_variable(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
 
@@ -67,6 +69,10 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_amr"), NULL,
       ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, amr),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_client_cert_sha256"), NULL,
+      ngx_http_welby_cert_sha256_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_claim_"), NULL,
@@ -328,4 +334,47 @@ ngx_http_welby_set_variable(ngx_http_variable_value_t *v, u_char *data,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = data;
+}
+
+
+/*
+ * The SHA-256 of the client certificate, in hex: nginx's own
+ * $ssl_client_fingerprint is SHA-1.  Any location: without a welby
+ * context the hash is made into a throwaway one.
+ */
+static ngx_int_t
+ngx_http_welby_cert_sha256_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                *p;
+    ngx_int_t              rc;
+    ngx_http_welby_ctx_t  *ctx, tmp;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        ngx_memzero(&tmp, sizeof(ngx_http_welby_ctx_t));
+        ctx = &tmp;
+    }
+
+    rc = ngx_http_welby_client_cert_sha256(r->main, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_welby_set_variable(v, NULL, 0);
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, 64);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(p, ctx->cert_sha256, 32);
+    ngx_http_welby_set_variable(v, p, 64);
+
+    return NGX_OK;
 }

@@ -178,6 +178,7 @@ welby_audit_record_init(welby_audit_record_t *r)
     r->time_taken_ms = -1;
     r->port = -1;
     r->asn = -1;
+    r->tls_client_cert_error = -1;
     r->upstream_status = -1;
     r->alert_count = -1;
     r->alert_window_ms = -1;
@@ -574,6 +575,10 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
 
     welby_audit_begin(&j, "tls");
     welby_audit_member_str(&j, "protocol", &r->tls_protocol);
+    welby_audit_member_str(&j, "cipher", &r->tls_cipher);
+    welby_audit_member_str(&j, "client_cert", &r->tls_client_cert);
+    welby_audit_member_int(&j, "client_cert_error", r->tls_client_cert_error);
+    welby_audit_member_str(&j, "proxy", &r->tls_proxy);
     welby_audit_end(&j);
 
     if (r->waf_rules != NULL && r->nwaf_rules > 0) {

@@ -28,9 +28,15 @@
  *                "status", "bytes_in", "bytes_out", "time_ms"}
  *   fhir        {"interaction", "type", "id", "patient"}
  *   agent       {"sub", "client_id", "iss", "fhir_user", "role",
- *                "amr": [methods], "jti", "cert_sha256"}
+ *                "amr": [methods], "jti", "cert_sha256" (64 lowercase hex,
+ *                SHA-256 of the client certificate's DER, as
+ *                $welby_client_cert_sha256)}
  *   source      {"ip", "port", "country", "asn"}
- *   tls         {"protocol"}
+ *   tls         {"protocol", "cipher", "client_cert": "none" | "verified" |
+ *                "failed", "client_cert_error": X509 verification error
+ *                number (10 expired, 23 revoked, ...), "proxy": the
+ *                trusted proxy that vouched for HTTPS (then "protocol" is
+ *                the protocol it reported, if configured)}
  *   waf         {"rules": [rule ids]}
  *   limit       {"key"}                        the rate-limit key that fired
  *   upstream    {"status"}
@@ -210,7 +216,7 @@ typedef struct {
     welby_str_t              role;
     welby_str_t              amr;           /* joined by spaces, as parsed */
     welby_str_t              jti;           /* the token id, never a token */
-    welby_str_t              cert_sha256;   /* client certificate, base64url */
+    welby_str_t              cert_sha256;   /* client certificate, hex */
 
     welby_str_t              ip;
     int64_t                  port;
@@ -218,6 +224,10 @@ typedef struct {
     int64_t                  asn;
 
     welby_str_t              tls_protocol;
+    welby_str_t              tls_cipher;
+    welby_str_t              tls_client_cert;   /* none, verified, failed */
+    int64_t                  tls_client_cert_error;
+    welby_str_t              tls_proxy;
 
     const int64_t           *waf_rules;
     size_t                   nwaf_rules;

@@ -25,6 +25,15 @@
       "The request is malformed.", NULL)                                    \
     X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "not-supported",       \
       "The method is not allowed.", NULL)                                   \
+    X(TLS_REQUIRED, "tls_required", 403, "security",                        \
+      "This resource is served over HTTPS with TLS 1.2 or later only.",     \
+      NULL)                                                                 \
+    X(CLIENT_CERT_REQUIRED, "client_cert_required", 403, "security",        \
+      "A client certificate is required.", NULL)                            \
+    X(CLIENT_CERT_INVALID, "client_cert_invalid", 403, "security",          \
+      "The client certificate could not be verified.", NULL)                \
+    X(CLIENT_CERT_NOT_ALLOWED, "client_cert_not_allowed", 403, "security",  \
+      "The client certificate is not allowed here.", NULL)                  \
     X(TOKEN_MISSING, "token_missing", 401, "login",                         \
       "An access token is required.", NULL)                                 \
     X(TOKEN_AMBIGUOUS, "token_ambiguous", 400, "invalid",                   \
@@ -108,5 +117,14 @@ size_t welby_outcome_json(unsigned char *dst, const welby_reason_t *reason,
 size_t welby_www_authenticate(unsigned char *dst, const unsigned char *realm,
     size_t realm_len, const char *error, const char *description,
     const char *scope);
+
+/*
+ * Authentication failures: a client certificate or an access token
+ * missing, unverifiable or not accepted (the audit category
+ * "authentication", the auth_failures alerts).
+ */
+#define welby_reason_is_auth(r)                                             \
+    ((r) >= WELBY_REASON_CLIENT_CERT_REQUIRED                               \
+     && (r) <= WELBY_REASON_TOKEN_BINDING)
 
 #endif /* WELBY_REASON_H */

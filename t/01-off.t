@@ -43,6 +43,7 @@ http {
         server_name localhost;
 
         welby on;
+        welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
 
         location / {
             welby off;

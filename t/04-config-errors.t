@@ -30,6 +30,7 @@ events {
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
     $s{http}
 
     server {

@@ -21,6 +21,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
     welby_token off;    # tokens: t/10-token.t
 
     server {

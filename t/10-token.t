@@ -102,6 +102,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
 
     welby_issuer https://issuer.test keys=%%TESTDIR%%/main.jwks
                  audience=https://fhir.test audience=https://fhir2.test;
@@ -1027,6 +1028,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
     $line
 
     server {

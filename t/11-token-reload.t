@@ -51,6 +51,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
 
     welby_issuer https://rotate.test keys=%%TESTDIR%%/rotate.jwks
                  audience=https://fhir.test;

@@ -36,6 +36,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
 
     welby_issuer https://issuer.test keys=%%TESTDIR%%/keys.jwks
                  audience=https://fhir.test;

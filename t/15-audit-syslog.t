@@ -41,6 +41,7 @@ events {}
 
 http {
     %%TEST_GLOBALS_HTTP%%
+    welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
 
     welby_token off;
     welby_audit_log %%TESTDIR%%/audit.log;
