@@ -26,7 +26,7 @@
     X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "not-supported",       \
       "The method is not allowed.", NULL)                                   \
     X(TLS_REQUIRED, "tls_required", 403, "security",                        \
-      "This resource is served over HTTPS with TLS 1.2 or later only.",     \
+      "This resource requires HTTPS with a current TLS version.",           \
       NULL)                                                                 \
     X(CLIENT_CERT_REQUIRED, "client_cert_required", 403, "security",        \
       "A client certificate is required.", NULL)                            \
