@@ -234,12 +234,16 @@ main(void)
     r.role = (welby_str_t) S("patient");
     r.amr = (welby_str_t) S("pwd otp");
     r.jti = (welby_str_t) S("jti-1");
-    r.cert_sha256 = (welby_str_t) S("q3KV");
+    r.cert_sha256 = (welby_str_t) S("0c9c07");
     r.ip = (welby_str_t) S("192.0.2.7");
     r.port = 51234;
     r.country = (welby_str_t) S("JP");
     r.asn = 64500;
     r.tls_protocol = (welby_str_t) S("TLSv1.3");
+    r.tls_cipher = (welby_str_t) S("TLS_AES_256_GCM_SHA384");
+    r.tls_client_cert = (welby_str_t) S("failed");
+    r.tls_client_cert_error = 10;
+    r.tls_proxy = (welby_str_t) S("10.0.0.5");
     r.waf_rules = rules;
     r.nwaf_rules = 2;
     r.limit_key = (welby_str_t) S("sub:user-1");
@@ -287,12 +291,18 @@ main(void)
        && strcmp(json_string_value(json_array_get(v, 0)), "pwd") == 0,
        "agent.amr is an array");
     is_str(get_str(doc, "agent", "jti"), "jti-1", "agent.jti");
-    is_str(get_str(doc, "agent", "cert_sha256"), "q3KV",
+    is_str(get_str(doc, "agent", "cert_sha256"), "0c9c07",
            "agent.cert_sha256");
     is_str(get_str(doc, "source", "ip"), "192.0.2.7", "source.ip");
     ok(get_int(doc, "source", "port") == 51234
        && get_int(doc, "source", "asn") == 64500, "source.port, asn");
     is_str(get_str(doc, "tls", "protocol"), "TLSv1.3", "tls.protocol");
+    is_str(get_str(doc, "tls", "cipher"), "TLS_AES_256_GCM_SHA384",
+           "tls.cipher");
+    is_str(get_str(doc, "tls", "client_cert"), "failed", "tls.client_cert");
+    ok(get_int(doc, "tls", "client_cert_error") == 10,
+       "tls.client_cert_error is the X509 error number");
+    is_str(get_str(doc, "tls", "proxy"), "10.0.0.5", "tls.proxy");
     v = json_object_get(json_object_get(doc, "waf"), "rules");
     ok(json_is_array(v) && json_array_size(v) == 2
        && json_integer_value(json_array_get(v, 1)) == 941110,
