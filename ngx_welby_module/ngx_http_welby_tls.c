@@ -899,7 +899,8 @@ ngx_http_welby_tls_check_servers(ngx_conf_t *cf)
                           "ssl_certificate), which cannot be checked "
                           "for SHA-256 signatures and key sizes; use "
                           "files, or \"welby_tls_certificate_check off\"",
-                          &cscfp[s]->server_name, sscf->file, sscf->line);
+                          &cscfp[s]->server_name, cscfp[s]->file_name,
+                          cscfp[s]->line);
             return NGX_ERROR;
         }
 
@@ -925,15 +926,22 @@ static ngx_int_t
 ngx_http_welby_check_chain(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
     SSL_CTX *ssl_ctx)
 {
-    int              i;
+    int              i, rc;
     char            *err, *name;
     X509            *cert, *x;
     STACK_OF(X509)  *chain;
 
-    for (cert = SSL_CTX_get_ex_data(ssl_ctx, ngx_ssl_certificate_index);
-         cert;
-         cert = X509_get_ex_data(cert, ngx_ssl_next_certificate_index))
+    /* OpenSSL's own iteration: nginx's way of storing them has changed */
+
+    for (rc = SSL_CTX_set_current_cert(ssl_ctx, SSL_CERT_SET_FIRST);
+         rc == 1;
+         rc = SSL_CTX_set_current_cert(ssl_ctx, SSL_CERT_SET_NEXT))
     {
+        cert = SSL_CTX_get0_certificate(ssl_ctx);
+        if (cert == NULL) {
+            continue;
+        }
+
         name = X509_get_ex_data(cert, ngx_ssl_certificate_name_index);
 
         err = ngx_http_welby_check_cert(cert, 1);
@@ -942,9 +950,7 @@ ngx_http_welby_check_chain(ngx_conf_t *cf, ngx_http_core_srv_conf_t *cscf,
 
             chain = NULL;
 
-            if (SSL_CTX_select_current_cert(ssl_ctx, cert) == 0
-                || SSL_CTX_get0_chain_certs(ssl_ctx, &chain) == 0)
-            {
+            if (SSL_CTX_get0_chain_certs(ssl_ctx, &chain) == 0) {
                 ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
                               "welby: cannot read the chain of \"%s\"",
                               name ? name : "?");
@@ -1013,7 +1019,7 @@ ngx_http_welby_check_cert(X509 *x, ngx_uint_t leaf)
 
     if (EVP_PKEY_get_security_bits(pkey) < 112) {
         bits = EVP_PKEY_get_bits(pkey);
-        type = OBJ_nid2sn(EVP_PKEY_get_base_id(pkey));
+        type = EVP_PKEY_get0_type_name(pkey);
 
         ngx_snprintf((u_char *) err, sizeof(err) - 1,
                      "%s has a %s key of %d bits%Z",
