@@ -1022,8 +1022,8 @@ ngx_http_welby_check_cert(X509 *x, ngx_uint_t leaf)
         type = EVP_PKEY_get0_type_name(pkey);
 
         ngx_snprintf((u_char *) err, sizeof(err) - 1,
-                     "%s has a %s key of %d bits%Z",
-                     leaf ? "it" : "a chain certificate",
+                     "%s %s key has %d bits%Z",
+                     leaf ? "its" : "a chain certificate's",
                      type ? type : "?", bits);
         return err;
     }
