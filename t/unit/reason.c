@@ -3,6 +3,7 @@
  * challenges.
  */
 
+#include <string.h>
 #include <jansson.h>
 
 #include "tap.h"
@@ -63,6 +64,27 @@ main(void)
            "method_not_allowed", "method_not_allowed is named as such");
     ok(welby_reason_get(WELBY_REASON_METHOD_NOT_ALLOWED)->status == 405,
        "method_not_allowed is a 405");
+    {
+        int  r, auth_ok = 1;
+
+        /* authentication failures: client_cert_* and token_*, nothing else */
+
+        for (r = 0; r < WELBY_REASON_COUNT; r++) {
+            const char *code = welby_reason_get((welby_reason_e) r)->code;
+            int want = strncmp(code, "client_cert_", 12) == 0
+                       || strncmp(code, "token_", 6) == 0;
+
+            if ((welby_reason_is_auth(r) ? 1 : 0) != want) {
+                auth_ok = 0;
+            }
+        }
+
+        ok(auth_ok, "authentication reasons are exactly client_cert_* and "
+                    "token_*");
+    }
+    ok(welby_reason_get(WELBY_REASON_TLS_REQUIRED)->status == 403
+       && welby_reason_get(WELBY_REASON_CLIENT_CERT_NOT_ALLOWED)->status
+          == 403, "tls and certificate refusals are 403");
     ok(welby_reason_get(WELBY_REASON_REQUEST_MALFORMED)->status == 400,
        "request_malformed is a 400");
 
