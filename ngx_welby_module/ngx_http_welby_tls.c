@@ -54,17 +54,21 @@ ngx_http_welby_tls(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     c = r->connection;
     secure = 0;
 
+    /*
+     * ctx->tls_secure: the client's leg is HTTPS, at any version (HSTS is
+     * sent over it); secure: at welby_tls_min or above too.
+     */
+
     if (wlcf->trusted_proxy && ngx_http_welby_tls_proxied(r, ctx, wlcf)) {
         secure = ctx->tls_proxy_ok;
 
 #if (NGX_HTTP_SSL)
     } else if (c->ssl) {
+        ctx->tls_secure = 1;
         secure = ((ngx_uint_t) SSL_version(c->ssl->connection)
                   >= wlcf->tls_min);
 #endif
     }
-
-    ctx->tls_secure = secure;
 
     if (wlcf->tls && !secure) {
         return WELBY_REASON_TLS_REQUIRED;
@@ -154,8 +158,9 @@ ngx_http_welby_tls_unix_trusted(ngx_http_request_t *r,
 
 
 /*
- * From a trusted proxy: ctx->tls_proxy_ok says whether it vouches for
- * HTTPS at or above the minimum.  Returns 1 (the proxy decides).
+ * From a trusted proxy, which decides (returns 1): ctx->tls_proxy and
+ * ctx->tls_secure are set when it vouches for HTTPS, ctx->tls_proxy_ok
+ * when also for the minimum protocol.
  */
 static ngx_uint_t
 ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
@@ -167,9 +172,6 @@ ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     proxy = wlcf->trusted_proxy;
 
-    ctx->tls_proxy = *peer;
-    ctx->tls_proxy_ok = 0;
-
     h = ngx_http_welby_tls_header(r, &proxy->proto_header);
 
     if (h == NULL
@@ -178,6 +180,11 @@ ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     {
         return 1;
     }
+
+    /* vouched for HTTPS */
+
+    ctx->tls_proxy = *peer;
+    ctx->tls_secure = 1;
 
     if (proxy->protocol_header.len) {
         h = ngx_http_welby_tls_header(r, &proxy->protocol_header);
