@@ -158,3 +158,7 @@ audit-verify:
 
 clean:
 	rm -rf $(BUILD)
+
+# The same targets by their relative names (make build/asan/...so,
+# make build/fuzz/token): the rules above are written with $(BUILD).
+build/%: $(BUILD)/% ;
