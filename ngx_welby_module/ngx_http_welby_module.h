@@ -166,6 +166,7 @@ typedef struct {
 typedef struct {
     ngx_flag_t                  certificate_check;
     ngx_flag_t                  protected;      /* a welby_tls location */
+    ngx_flag_t                  client_cert;    /* a welby_client_cert one */
 } ngx_http_welby_srv_conf_t;
 
 

@@ -801,6 +801,7 @@ ngx_http_welby_tls_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
     ngx_http_welby_loc_conf_t *conf)
 {
     ngx_http_welby_srv_conf_t   *wscf;
+    ngx_http_core_loc_conf_t    *clcf;
     ngx_http_welby_main_conf_t  *wmcf;
 
     ngx_conf_merge_uint_value(conf->tls, prev->tls, 1);
@@ -828,13 +829,25 @@ ngx_http_welby_tls_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
         }
     }
 
+    /*
+     * ngx_http_merge_servers() merges a server's locations with its
+     * srv_conf and each location's loc_conf in cf->ctx: this marks the
+     * server protected, and tells whether a location (other than the
+     * named one of conf/welby-tls.conf) wants client certificates.
+     */
+
+    wscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_welby_module);
+
     if (conf->enable && conf->tls) {
-        /*
-         * ngx_http_merge_servers() merges a server's locations with its
-         * srv_conf in cf->ctx: this marks the server protected.
-         */
-        wscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_welby_module);
         wscf->protected = 1;
+    }
+
+    if (conf->enable && conf->client_cert != NGX_HTTP_WELBY_CLIENT_CERT_OFF) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (!clcf->named) {
+            wscf->client_cert = 1;
+        }
     }
 
     return NGX_CONF_OK;
@@ -892,12 +905,21 @@ ngx_http_welby_tls_check_servers(ngx_conf_t *cf)
     for (s = 0; s < cmcf->servers.nelts; s++) {
 
         wscf = cscfp[s]->ctx->srv_conf[ngx_http_welby_module.ctx_index];
+        sscf = cscfp[s]->ctx->srv_conf[ngx_http_ssl_module.ctx_index];
+
+        if (wscf->client_cert && !sscf->verify) {
+            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                          "welby: server \"%V\" in %s:%ui has "
+                          "welby_client_cert locations but no "
+                          "ssl_verify_client: no client is asked for a "
+                          "certificate, so they refuse every request",
+                          &cscfp[s]->server_name, cscfp[s]->file_name,
+                          cscfp[s]->line);
+        }
 
         if (!wscf->protected || !wscf->certificate_check) {
             continue;
         }
-
-        sscf = cscfp[s]->ctx->srv_conf[ngx_http_ssl_module.ctx_index];
 
         if (sscf->certificate_values) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,

@@ -123,7 +123,7 @@ sub refused {
         or diag($out);
 }
 
-$t->plan(61);
+$t->plan(65);
 
 ###############################################################################
 # the certificate check
@@ -283,3 +283,32 @@ refused('welby_hsts max-age=1 bogus', qr/(?:welby_hsts|bogus)/,
 refused('welby_tls_certificate_check in a location',
     qr/"welby_tls_certificate_check" directive is not allowed here/,
     cert => 'server_ec', location => 'welby_tls_certificate_check off;');
+
+###############################################################################
+# welby_client_cert in a server that asks for no certificate: allowed (the
+# locations refuse every request, closed), but nginx -t says why
+
+my $NO_VERIFY = qr/\[warn\] welby: server .*welby_client_cert locations but no ssl_verify_client/;
+{
+    my ($code, $out) = conf(cert => 'server_ec',
+        location => 'welby_client_cert required;');
+    is($code, 0, 'welby_client_cert without ssl_verify_client: nginx -t passes')
+        or diag($out);
+    like($out, $NO_VERIFY,
+        'welby_client_cert without ssl_verify_client: a [warn] says why')
+        or diag($out);
+
+    my $ca = $pki->cert('staff_ca')->{crt};
+    ($code, $out) = conf(cert => 'server_ec',
+        server => "ssl_verify_client optional;\n"
+            . "        ssl_client_certificate $ca;",
+        location => 'welby_client_cert required;');
+    ok($code == 0 && $out !~ $NO_VERIFY,
+        'welby_client_cert with ssl_verify_client optional: no warning')
+        or diag($out);
+
+    ($code, $out) = conf(cert => 'server_ec');
+    ok($code == 0 && $out !~ $NO_VERIFY,
+        'the include\'s own refusal location does not count as asking')
+        or diag($out);
+}
