@@ -29,7 +29,7 @@ DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 zlib1g-dev libjansson-dev libmaxminddb-dev libmodsecurity-dev \
                 libnginx-mod-http-js openssl curl perl \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
-                libcryptx-perl libmaxmind-db-writer-perl
+                libcryptx-perl libmaxmind-db-writer-perl testssl.sh sslscan
 
 # What `make bench` needs on top of DEB_PACKAGES.
 BENCH_PACKAGES := wrk

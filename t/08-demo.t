@@ -1,10 +1,12 @@
 #!/usr/bin/perl
 
 # `make run`'s demo, started by its own script on free ports: it serves the
-# demo FHIR data over TLS and HTTP/2 through the module, refuses what the
-# module refuses, redirects plain HTTP with 308, and stops cleanly on Ctrl-C.
+# demo FHIR data over TLS and HTTP/2 through the module, with the shipped
+# TLS profile (conf/welby-tls.conf) and HSTS, refuses what the module
+# refuses, redirects plain HTTP with 308, and stops cleanly on Ctrl-C.
 # Its /fhir/ resources need an access token of the demo issuer, whose keys
-# conf/demo/run makes and conf/demo/mint-token signs with.
+# conf/demo/run makes and conf/demo/mint-token signs with; its /admin/
+# needs the client certificate of alice, from the demo staff CA.
 
 use strict;
 use warnings;
@@ -42,7 +44,7 @@ for (1 .. 100) {
     sleep 0.1;
 }
 
-plan(tests => 19);
+plan(tests => 26);
 
 ok($up, 'the demo listens on its HTTPS port')
     or diag($t->read_file('demo.out'));
@@ -67,6 +69,23 @@ like($out, qr{curl --cacert \S+ \Q$base\E/fhir/Patient/p1},
     'the demo prints ready-to-paste curl commands');
 like($out, qr{Authorization: Bearer .*mint-token},
     'the printed commands mint their tokens with conf/demo/mint-token');
+my $alice = "--cert $dir/staff/alice.crt --key $dir/staff/alice.key";
+my $admin_with = qr{curl --cacert \S+ \Q$alice $base\E/admin/ };
+my $admin_without =
+    qr{curl --cacert \S+ -i \Q$base\E/admin/ .*client_cert_required};
+like($out, qr{$admin_with.*\n.*$admin_without},
+    'the printed commands call /admin/ with and without alice\'s certificate');
+
+# the staff PKI: a CA with a CRL, alice's certificate (key 0600) from it
+my $verify_cmd = "openssl verify -CAfile $dir/staff-ca.crt -crl_check "
+    . "-CRLfile $dir/staff-ca.crl -purpose sslclient $dir/staff/alice.crt";
+my $verify_alice = `$verify_cmd 2>&1`;
+my $staff_ca = `openssl x509 -in $dir/staff-ca.crt -noout -subject`;
+my $alice_mode = (stat "$dir/staff/alice.key")[2] // 0;
+ok($verify_alice =~ /: OK$/m && ($alice_mode & 0777) == 0600
+        && $staff_ca =~ /Welby Demo Staff CA/,
+    'the demo made a staff CA with a CRL and alice\'s client certificate '
+    . '(key 0600)') or diag($verify_alice, sprintf('%o', $alice_mode));
 
 # the issuer keys: private halves 0600, the JWKS public only
 my @mode = map { (stat "$dir/keys/$_.key")[2] } qw(rs256 es256 eddsa);
@@ -109,6 +128,44 @@ my $p = eval { decode_json(curl("$auth $base/fhir/Patient/p1")) };
 is($p && $p->{resourceType}, 'Patient',
     'a demo Patient is served over TLS, verified against the demo CA');
 
+# HSTS: the module's default on every /fhir/ answer over HTTPS
+my $HSTS = 'max-age=31536000; includeSubDomains';
+my @hsts = map {
+    my $r = curl("-i $_");
+    my @h = $r =~ /^strict-transport-security: (.*?)\r?$/mgi;
+    my ($st) = $r =~ m{^HTTP/\S+ (\d+)};
+    ($st // '') . ' ' . join('|', @h);
+} ("$auth $base/fhir/Patient/p1", "$base/fhir/Patient/p1",
+   "$base/fhir/metadata");
+is("@hsts", "200 $HSTS 401 $HSTS 200 $HSTS",
+    'HSTS (one year, includeSubDomains) on /fhir/ answers, refusals too');
+
+# /admin/: alice's client certificate, no token
+$r = curl("-i $alice $base/admin/");
+($body) = $r =~ /\r\n\r\n(.*)\z/s;
+my $admin = eval { decode_json($body // '') };
+ok($r =~ m{^HTTP/\S+ 200 } && $admin && $admin->{admin} eq 'ok',
+    '/admin/ with alice\'s client certificate: 200 {"admin":"ok"}')
+    or diag($r);
+
+sub reason_of {
+    my ($resp) = @_;
+    my ($st) = $resp =~ m{^HTTP/\S+ (\d+)};
+    my ($b) = $resp =~ /\r\n\r\n(.*)\z/s;
+    my $j = eval { decode_json($b // '') };
+    return ($st // '') . ' '
+        . (($j && $j->{issue}[0]{details}{coding}[0]{code}) // '');
+}
+
+is(reason_of(curl("-i $base/admin/")), '403 client_cert_required',
+    '/admin/ without a client certificate: 403 client_cert_required');
+
+# the server's certificate is of the other demo CA: nginx's 495, answered
+# by the module through conf/welby-tls.conf
+is(reason_of(curl("-i --cert $dir/server.crt --key $dir/server.key "
+        . "$base/admin/")), '403 client_cert_invalid',
+    '/admin/ with a certificate of another CA: 403 client_cert_invalid');
+
 my $h = curl("--http2 -sI $auth $base/fhir/Patient/p2");
 like($h, qr{^HTTP/2 200}m, 'HTTP/2 is negotiated with ALPN');
 like($h, qr{^x-request-id: [0-9a-f]{32}\r?$}mi,
@@ -126,9 +183,13 @@ is($oo && $oo->{issue}[0]{details}{coding}[0]{code}, 'method_not_allowed',
 $r = curl("$auth -o /dev/null -w '%{http_code}' '$base/fhir/Patient%2Fp1'");
 is($r, '400', 'the module refuses an encoded slash with 400');
 
-$h = curl("-i http://localhost:$http/fhir/Patient/p1?x=1");
-like($h, qr{^HTTP/1.1 308 .*^Location: \Q$base\E/fhir/Patient/p1\?x=1\r?$}ms,
+my $uri = '/fhir/Observation?patient=p1'
+    . '&code=http%3A%2F%2Floinc.org%7C8867-4&_count=2';
+$h = curl("-i 'http://localhost:$http$uri'");
+like($h, qr{^HTTP/1.1 308 .*^Location: \Q$base$uri\E\r?$}ms,
     'plain HTTP answers 308 to the same path and query over HTTPS');
+unlike($h, qr{^strict-transport-security:}mi,
+    'no HSTS on the plain-HTTP redirect');
 
 kill 'INT', $pid;
 my $status;
