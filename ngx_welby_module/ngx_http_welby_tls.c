@@ -28,6 +28,8 @@ static ngx_uint_t ngx_http_welby_tls_version(u_char *name, size_t len);
 #if (NGX_HTTP_SSL)
 static welby_reason_e ngx_http_welby_client_cert(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+static ngx_int_t ngx_http_welby_dn_match(ngx_http_request_t *r,
+    ngx_str_t *want, X509_NAME *name, ngx_str_t *dn);
 static ngx_int_t ngx_http_welby_dn(ngx_http_request_t *r, X509_NAME *name,
     ngx_str_t *out);
 static ngx_int_t ngx_http_welby_check_chain(ngx_conf_t *cf,
@@ -282,6 +284,7 @@ ngx_http_welby_client_cert(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
     X509                          *cert;
+    ngx_int_t                      rc;
     ngx_str_t                      subject, issuer;
     ngx_uint_t                     i;
     ngx_connection_t              *c;
@@ -325,43 +328,49 @@ ngx_http_welby_client_cert(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             }
         }
 
-        if (allow[i].subject.len) {
-            if (subject.data == NULL
-                && ngx_http_welby_dn(r, X509_get_subject_name(cert), &subject)
-                   != NGX_OK)
-            {
-                return WELBY_REASON_INTERNAL_ERROR;
-            }
-
-            if (subject.len != allow[i].subject.len
-                || ngx_strncmp(subject.data, allow[i].subject.data,
-                               subject.len)
-                   != 0)
-            {
-                continue;
-            }
+        rc = ngx_http_welby_dn_match(r, &allow[i].subject,
+                                     X509_get_subject_name(cert), &subject);
+        if (rc == NGX_OK) {
+            rc = ngx_http_welby_dn_match(r, &allow[i].issuer,
+                                         X509_get_issuer_name(cert), &issuer);
         }
 
-        if (allow[i].issuer.len) {
-            if (issuer.data == NULL
-                && ngx_http_welby_dn(r, X509_get_issuer_name(cert), &issuer)
-                   != NGX_OK)
-            {
-                return WELBY_REASON_INTERNAL_ERROR;
-            }
-
-            if (issuer.len != allow[i].issuer.len
-                || ngx_strncmp(issuer.data, allow[i].issuer.data, issuer.len)
-                   != 0)
-            {
-                continue;
-            }
+        if (rc == NGX_ERROR) {
+            return WELBY_REASON_INTERNAL_ERROR;
         }
 
-        return WELBY_REASON_NONE;
+        if (rc == NGX_OK) {
+            return WELBY_REASON_NONE;
+        }
     }
 
     return WELBY_REASON_CLIENT_CERT_NOT_ALLOWED;
+}
+
+
+/*
+ * NGX_OK when the allowlist wants no DN here or name is that DN,
+ * NGX_DECLINED when not; *dn caches the name's text for the request.
+ */
+static ngx_int_t
+ngx_http_welby_dn_match(ngx_http_request_t *r, ngx_str_t *want,
+    X509_NAME *name, ngx_str_t *dn)
+{
+    if (want->len == 0) {
+        return NGX_OK;
+    }
+
+    if (dn->data == NULL && ngx_http_welby_dn(r, name, dn) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (dn->len == want->len
+        && ngx_strncmp(dn->data, want->data, dn->len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
 }
 
 

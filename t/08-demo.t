@@ -20,29 +20,9 @@ use Time::HiRes qw(sleep);
 use Welby::Nginx;
 
 my $t = Welby::Nginx->new();
-my $dir = $t->testdir() . '/demo';
-my ($https, $http, $backend) = map { $t->port($_) } (8443, 8080, 8090);
-
-$ENV{WELBY_DEMO_DIR} = $dir;
-$ENV{WELBY_DEMO_HTTPS_PORT} = $https;
-$ENV{WELBY_DEMO_HTTP_PORT} = $http;
-$ENV{WELBY_DEMO_BACKEND_PORT} = $backend;
-
-my $pid = fork() // die "fork: $!";
-if ($pid == 0) {
-    my %env = $t->nginx_env();
-    @ENV{keys %env} = values %env;
-    open STDOUT, '>', $t->testdir() . '/demo.out' or die;
-    open STDERR, '>&', \*STDOUT or die;
-    exec("$FindBin::Bin/../conf/demo/run") or die "exec: $!";
-}
-
-my $up = 0;
-for (1 .. 100) {
-    last if waitpid($pid, WNOHANG) != 0;
-    $up = IO::Socket::IP->new(PeerAddr => "127.0.0.1:$https") and last;
-    sleep 0.1;
-}
+my %demo = $t->demo_start();
+my ($dir, $https, $http, $backend, $up) =
+    @demo{qw(dir https http backend up)};
 
 plan(tests => 26);
 
@@ -191,15 +171,7 @@ like($h, qr{^HTTP/1.1 308 .*^Location: \Q$base$uri\E\r?$}ms,
 unlike($h, qr{^strict-transport-security:}mi,
     'no HSTS on the plain-HTTP redirect');
 
-kill 'INT', $pid;
-my $status;
-for (1 .. 100) {
-    if (waitpid($pid, WNOHANG) == $pid) {
-        $status = $?;
-        last;
-    }
-    sleep 0.1;
-}
+my $status = $t->demo_stop(%demo);
 is($status, 0, 'Ctrl-C (SIGINT) stops the demo, exit status 0');
 
 my $log = -f "$dir/error.log" ? $t->read_file('demo/error.log') : '';
@@ -218,4 +190,3 @@ ok(@audit >= 10 && $? == 0, 'the demo wrote an audit trail whose chains '
 my @reports = grep { -s } glob($t->testdir() . '/sanitizer/*');
 is_deeply(\@reports, [], 'no sanitizer report from the demo');
 
-kill 'KILL', $pid unless defined $status;

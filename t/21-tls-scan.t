@@ -136,29 +136,9 @@ my %ALLOWED = (
 # ---------------------------------------------------------------------------
 
 my $t = Welby::Nginx->new();
-my $dir = $t->testdir() . '/demo';
-my ($https, $http, $backend) = map { $t->port($_) } (8443, 8080, 8090);
-
-$ENV{WELBY_DEMO_DIR} = $dir;
-$ENV{WELBY_DEMO_HTTPS_PORT} = $https;
-$ENV{WELBY_DEMO_HTTP_PORT} = $http;
-$ENV{WELBY_DEMO_BACKEND_PORT} = $backend;
-
-my $pid = fork() // die "fork: $!";
-if ($pid == 0) {
-    my %env = $t->nginx_env();
-    @ENV{keys %env} = values %env;
-    open STDOUT, '>', $t->testdir() . '/demo.out' or die;
-    open STDERR, '>&', \*STDOUT or die;
-    exec("$repo/conf/demo/run") or die "exec: $!";
-}
-
-my $up = 0;
-for (1 .. 100) {
-    last if waitpid($pid, WNOHANG) != 0;
-    $up = IO::Socket::IP->new(PeerAddr => "127.0.0.1:$https") and last;
-    sleep 0.1;
-}
+my %demo = $t->demo_start();
+my ($dir, $https, $http, $backend, $up) =
+    @demo{qw(dir https http backend up)};
 
 plan(tests => 13);
 
@@ -317,15 +297,7 @@ like(finding('cipher_order'), qr/\bserver\b/i,
 # Teardown
 # ---------------------------------------------------------------------------
 
-kill 'INT', $pid;
-my $status;
-for (1 .. 100) {
-    if (waitpid($pid, WNOHANG) == $pid) {
-        $status = $?;
-        last;
-    }
-    sleep 0.1;
-}
+my $status = $t->demo_stop(%demo);
 is($status, 0, 'Ctrl-C (SIGINT) stops the demo, exit status 0');
 
 my $log = -f "$dir/error.log" ? $t->read_file('demo/error.log') : '';
@@ -337,4 +309,3 @@ ok(!@problems, 'the scan left no alert, crit, emerg or welby error in the '
 my @reports = grep { -s } glob($t->testdir() . '/sanitizer/*');
 is_deeply(\@reports, [], 'no sanitizer report from the demo');
 
-kill 'KILL', $pid unless defined $status;

@@ -286,6 +286,70 @@ sub _nginx_env {
     );
 }
 
+=head2 demo_start()
+
+Starts C<make run>'s script (conf/demo/run) on free ports with its folder
+under the test directory, in the background, and waits up to 10 s for its
+HTTPS port.  Returns a hash: pid, dir, https, http, backend, up (true
+when it listens).  Its output goes to demo.out in the test directory.
+Sets the WELBY_DEMO_* variables of this process as well.
+
+=cut
+
+sub demo_start {
+    my ($self) = @_;
+    my %demo = (dir => "$self->{dir}/demo");
+    @demo{qw(https http backend)} = map { $self->port($_) } (8443, 8080, 8090);
+
+    # in this process too: conf/demo/mint-token finds the demo's keys
+    # through WELBY_DEMO_DIR
+    $ENV{WELBY_DEMO_DIR} = $demo{dir};
+    $ENV{WELBY_DEMO_HTTPS_PORT} = $demo{https};
+    $ENV{WELBY_DEMO_HTTP_PORT} = $demo{http};
+    $ENV{WELBY_DEMO_BACKEND_PORT} = $demo{backend};
+
+    my $pid = fork() // die "fork: $!";
+    if ($pid == 0) {
+        my %env = $self->nginx_env();
+        @ENV{keys %env} = values %env;
+        open STDOUT, '>', "$self->{dir}/demo.out" or die;
+        open STDERR, '>&', \*STDOUT or die;
+        exec("$REPO/conf/demo/run") or die "exec: $!";
+    }
+    $demo{pid} = $pid;
+
+    for (1 .. 100) {
+        last if waitpid($pid, WNOHANG) != 0;
+        $demo{up} = IO::Socket::IP->new(PeerAddr => "127.0.0.1:$demo{https}")
+            and last;
+        sleep 0.1;
+    }
+
+    return %demo;
+}
+
+=head2 demo_stop(%demo)
+
+Ctrl-C for the demo of demo_start(): SIGINT, then up to 10 s for it to
+exit.  Returns its wait status, or undef if it did not exit (it is then
+killed).
+
+=cut
+
+sub demo_stop {
+    my ($self, %demo) = @_;
+    kill 'INT', $demo{pid};
+
+    for (1 .. 100) {
+        return $? if waitpid($demo{pid}, WNOHANG) == $demo{pid};
+        sleep 0.1;
+    }
+
+    kill 'KILL', $demo{pid};
+    waitpid($demo{pid}, 0);
+    return undef;
+}
+
 =head2 test_config([$name])
 
 Runs C<nginx -t> on the (already written) config file, default
