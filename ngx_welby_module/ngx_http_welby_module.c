@@ -29,7 +29,6 @@ static ngx_int_t ngx_http_welby_request_id(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static ngx_uint_t ngx_http_welby_header_match(ngx_table_elt_t *h,
     ngx_array_t *names, ngx_str_t *prefix);
-static void ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name);
 static ngx_int_t ngx_http_welby_refuse(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -813,7 +812,7 @@ ngx_http_welby_header_match(ngx_table_elt_t *h, ngx_array_t *names,
 
 
 /* The response header filter skips elements whose hash is 0. */
-static void
+void
 ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name)
 {
     ngx_uint_t        i;

@@ -464,9 +464,6 @@ ngx_http_welby_client_cert_sha256(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_welby_tls_headers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
-    ngx_uint_t                  i;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
     ngx_http_welby_loc_conf_t  *wlcf;
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
@@ -477,19 +474,7 @@ ngx_http_welby_tls_headers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         return NGX_OK;
     }
 
-    for (part = &r->headers_out.headers.part; part; part = part->next) {
-        h = part->elts;
-
-        for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == ngx_http_welby_sts.len
-                && ngx_strncasecmp(h[i].key.data, ngx_http_welby_sts.data,
-                                   h[i].key.len)
-                   == 0)
-            {
-                h[i].hash = 0;
-            }
-        }
-    }
+    ngx_http_welby_hide_header(&r->headers_out.headers, &ngx_http_welby_sts);
 
     if (ngx_http_welby_push_header(&r->headers_out.headers,
                                    &ngx_http_welby_sts, &wlcf->hsts)
