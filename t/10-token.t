@@ -29,9 +29,6 @@ use Welby::JWT qw(b64u b64u_decode gen_key jwt claims header write_jwks
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $ISS   = 'https://issuer.test';
 my $AUD   = 'https://fhir.test';
 my $AUD2  = 'https://fhir2.test';

@@ -19,9 +19,6 @@ use Welby::JWT qw(gen_key jwt write_jwks);
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $ISS = 'https://issuer.test';
 my $AUD = 'https://fhir.test';
 

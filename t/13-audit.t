@@ -21,9 +21,6 @@ use Welby::JWT qw(gen_key jwt write_jwks);
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $key = gen_key('ES256', kid => 'k1');
 write_jwks("$d/keys.jwks", $key);
 $t->write_file('query.key', 'q' x 40);

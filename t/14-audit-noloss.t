@@ -33,9 +33,6 @@ my $CONNS = 64;
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $key = gen_key('ES256', kid => 'k1');
 write_jwks("$d/keys.jwks", $key);
 

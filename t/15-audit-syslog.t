@@ -20,9 +20,6 @@ use Welby::Nginx qw(http_req parse_response);
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $udp = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1',
     LocalPort => $t->port(8084)) or die "udp listener: $!";
 

@@ -16,9 +16,6 @@ use Welby::Nginx qw(http_req parse_response);
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
 

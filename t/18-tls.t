@@ -22,9 +22,6 @@ use Welby::PKI;
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $pki = Welby::PKI->new($d);
 my %C = map { $_ => $pki->cert($_) } qw(server_ec server_rsa2048);
 my $REPO = $Welby::Nginx::REPO;

@@ -20,9 +20,6 @@ use Welby::PKI;
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
-plan(skip_all => 'njs (the echo backend) is not installed')
-    unless $t->has_js;
-
 my $pki = Welby::PKI->new($d);
 my %C = map { $_ => $pki->cert($_) }
     qw(server_ec staff_ca alice bob expired revoked wrong_ca);

@@ -64,8 +64,11 @@ $SIG{$_} ||= sub { exit 1 } for qw(INT TERM HUP);
 
 Creates a temporary test directory (removed at exit unless
 WELBY_TEST_KEEP=1, in which case its path is printed).  BAIL_OUTs when the
-module (WELBY_MODULE or <repo>/build/ngx_http_welby_module.so) is missing.
-The njs module is loaded whenever it is installed, unless C<js =E<gt> 0>.
+module (WELBY_MODULE or <repo>/build/ngx_http_welby_module.so) is missing,
+and when the njs module (the echo backend, C<libnginx-mod-http-js>) is:
+C<make deps> installs it, so its absence is a broken machine, never a
+reason to skip.  C<js =E<gt> 0> is for a test that needs no njs: it is
+then neither required nor loaded.
 
 =cut
 
@@ -77,6 +80,9 @@ sub new {
     Test::More::BAIL_OUT("welby module not found at $module: run make first")
         unless -f $module;
     Test::More::BAIL_OUT("nginx binary not found at $NGINX") unless -x $NGINX;
+    my $js = exists $opts{js} ? $opts{js} : 1;
+    Test::More::BAIL_OUT("njs module not found at $NJS: run make deps "
+        . "(libnginx-mod-http-js)") if $js && !-f $NJS;
 
     my $keep = $ENV{WELBY_TEST_KEEP} ? 1 : 0;
     my $dir = tempdir('welby-test-XXXXXXXX', TMPDIR => 1, CLEANUP => !$keep);
@@ -91,7 +97,7 @@ sub new {
         pid     => undef,
         planned => 0,
         checked => 0,
-        js      => exists $opts{js} ? $opts{js} : -f $NJS,
+        js      => $js,
     }, $class;
 
     push @INSTANCES, $self;
@@ -112,7 +118,8 @@ sub testdir { $_[0]{dir} }
 =head2 has_js()
 
 True when the njs module is loaded by %%TEST_GLOBALS%% (and the echo
-backend is available through C<js_content echo.echo>).
+backend is available through C<js_content echo.echo>): always, unless
+new() was given C<js =E<gt> 0>.
 
 =cut
 
