@@ -1214,6 +1214,15 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
         return WELBY_REASON_TOKEN_KEY;
     }
 
+    /*
+     * The mask is a second line of defence that no request can reach
+     * today: every key of the set already has an algorithm of
+     * algorithms=, as the loader (at configuration time and in the file
+     * watcher alike) skips JWKs outside it, refuses such a PEM key, and
+     * pins a secret to the one HMAC algorithm.  It stays for the day a
+     * key comes from elsewhere.
+     */
+
     if (key->alg != t.header.alg
         || !(issuer->allowed & WELBY_ALG_BIT(t.header.alg)))
     {
