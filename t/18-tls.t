@@ -23,6 +23,13 @@ my $t = Welby::Nginx->new();
 my $d = $t->testdir();
 
 my $pki = Welby::PKI->new($d);
+
+# the legacy server's DHE group (a named one: nothing to generate)
+my $genpkey = 'openssl genpkey -genparam -algorithm DH '
+    . "-pkeyopt group:ffdhe2048 -out $d/dh.pem";
+my $dh = `$genpkey 2>&1`;
+die "$genpkey: $dh" if $?;
+
 my %C = map { $_ => $pki->cert($_) } qw(server_ec server_rsa2048);
 my $REPO = $Welby::Nginx::REPO;
 
@@ -101,7 +108,8 @@ http {
         ssl_certificate     %%SERVER_RSA2048%%;
         ssl_certificate_key %%SERVER_RSA2048_KEY%%;
         ssl_protocols TLSv1 TLSv1.1 TLSv1.2;
-        ssl_ciphers ALL:@SECLEVEL=0;
+        ssl_ciphers ALL:eNULL:@SECLEVEL=0;
+        ssl_dhparam %%TESTDIR%%/dh.pem;
         location / { return 200 "legacy\n"; }
     }
 
@@ -191,7 +199,7 @@ $conf =~ s/%%SERVER_RSA2048_KEY%%/$C{server_rsa2048}{key}/g;
 $conf =~ s/%%REPO%%/$REPO/g;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(88);
+$t->run()->plan(94);
 
 my $TLS    = $t->port(8443);
 my $PLAIN  = $t->port(8080);
@@ -299,7 +307,10 @@ is(join('|', @{ $h->{'strict-transport-security'} || [] }), $HSTS,
 #
 # The gateway has an RSA and an EC certificate, so an RSA suite is refused
 # for what it is, not for a missing certificate type.  Each weak suite is
-# first negotiated with the legacy server (the client does offer it).
+# first negotiated with the legacy server (the client does offer it; a
+# suite this client cannot offer fails that check, it is never skipped).
+# The last one is strong, and refused all the same: the profile is a list
+# of suites, not a filter of weak ones.
 
 my @weak = (
     ['AES128-SHA',               'RSA key exchange, CBC'],
@@ -307,29 +318,37 @@ my @weak = (
     ['ECDHE-ECDSA-AES256-SHA384', 'CBC'],
     ['AES128-GCM-SHA256',        'no forward secrecy'],
     ['AES256-GCM-SHA384',        'no forward secrecy'],
-    ['DES-CBC3-SHA',             '3DES'],
+    ['DHE-RSA-AES128-GCM-SHA256', 'finite-field DHE'],
+    ['ECDHE-ECDSA-NULL-SHA',     'no encryption'],
+    ['ECDHE-ECDSA-ARIA128-GCM-SHA256', 'not in the profile'],
 );
 
 for my $w (@weak) {
     my ($c, $why) = @$w;
     my @cmd = ('-tls1_2', '-cipher', "$c:\@SECLEVEL=0");
 
-    SKIP: {
-        my $avail = `openssl ciphers -s -tls1_2 '$c:\@SECLEVEL=0' 2>&1`;
-        skip("$c: this OpenSSL client cannot offer it", 2)
-            if $? || $avail !~ /\Q$c\E/;
+    my $out = s_client($LEGACY, @cmd);
+    like($out, qr/Cipher is \Q$c\E\b/,
+        "$c: the client command negotiates it with a legacy server")
+        or diag($out);
 
-        my $out = s_client($LEGACY, @cmd);
-        like($out, qr/Cipher is \Q$c\E\b/,
-            "$c: the client command negotiates it with a legacy server")
-            or diag($out);
+    $out = s_client($TLS, @cmd);
+    ok($out =~ /alert handshake failure/ && $out =~ /SSL alert number 40/
+        && $out =~ /Cipher is \(NONE\)/,
+        "$c ($why): refused by the gateway with a handshake_failure alert")
+        or diag($out);
+}
 
-        $out = s_client($TLS, @cmd);
-        ok($out =~ /alert handshake failure/ && $out =~ /SSL alert number 40/
-            && $out =~ /Cipher is \(NONE\)/,
-            "$c ($why): refused by the gateway with a handshake_failure alert")
-            or diag($out);
-    }
+# 3DES and RC4 cannot be shown refused by a handshake here: Debian's
+# OpenSSL 3, the library of nginx and of this client, has no such suite at
+# any security level, so nothing on this machine negotiates one.  Should a
+# build bring them back, this fails, and they need rows above.
+
+for my $c (qw(DES-CBC3-SHA RC4-SHA)) {
+    my $out = `openssl ciphers -s -tls1_2 '$c:\@SECLEVEL=0' 2>&1`;
+    ok($? != 0 && $out =~ /no cipher match/,
+        "$c: this OpenSSL has no such suite, not even at security level 0")
+        or diag($out);
 }
 
 for my $c (qw(ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-RSA-AES128-GCM-SHA256
@@ -532,7 +551,7 @@ is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
 
 $r = req(port => $TP, uri => '/fhir/Patient/1',
     headers => ['X-Forwarded-Tls: TLSv1.3']);
-is($r && $r->status, 403,
+is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
     'trusted proxy: another header than X-Forwarded-Proto does not count');
 
 # an untrusted peer: the header is ignored
@@ -583,15 +602,18 @@ is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
 $r = req(port => $TPV, uri => '/fhir/Patient/1',
     headers => ['X-Forwarded-Proto: https', 'X-Forwarded-Tls: TLSv1.3',
         'X-Forwarded-Tls: TLSv1.3']);
-is($r && $r->status, 403, 'protocol_header: two protocol headers refused');
+is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
+    'protocol_header: two protocol headers refused with tls_required');
 
 $r = req(port => $TPV, uri => '/fhir/Patient/1',
     headers => ['X-Forwarded-Proto: https', 'X-Forwarded-Tls: SSLv3']);
-is($r && $r->status, 403, 'protocol_header: SSLv3 refused');
+is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
+    'protocol_header: SSLv3 refused with tls_required');
 
 $r = req(port => $TPV, uri => '/fhir/Patient/1',
     headers => ['X-Forwarded-Proto: https', 'X-Forwarded-Tls: banana']);
-is($r && $r->status, 403, 'protocol_header: an unknown protocol refused');
+is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
+    'protocol_header: an unknown protocol refused with tls_required');
 
 # realip: the proxy check uses the TCP peer; the audit source is the client
 
