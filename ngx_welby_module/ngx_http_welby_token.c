@@ -508,13 +508,13 @@ ngx_http_welby_issuer_load(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf,
     w = &issuer->keys_file;
     w->max_size = WELBY_JWK_FILE_MAX;
 
-    w->name.len = sizeof("issuer \"\" keys file") - 1 + issuer->iss.len;
+    w->name.len = sizeof("issuer \"\": keys file") - 1 + issuer->iss.len;
     w->name.data = ngx_pnalloc(cf->pool, w->name.len);
     if (w->name.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(w->name.data, "issuer \"%V\" keys file", &issuer->iss);
+    p = ngx_sprintf(w->name.data, "issuer \"%V\": keys file", &issuer->iss);
     w->name.len = p - w->name.data;
 
     err[0] = '\0';
@@ -1101,10 +1101,10 @@ ngx_http_welby_watch_access(ngx_cycle_t *cycle, ngx_http_welby_watch_t *w,
 
         if (!ngx_http_welby_may(&fi, ccf->user, groups, ngroups, S_IXOTH)) {
             ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                          "welby: worker user \"%s\" cannot read %V \"%V\": "
-                          "no search permission on directory \"%*s\"; the "
-                          "workers will not see it change",
-                          ccf->username, &w->name, &w->path,
+                          "welby: %V \"%V\": worker user \"%s\" cannot "
+                          "read it, no search permission on directory "
+                          "\"%*s\"; the workers will not see it change",
+                          &w->name, &w->path, ccf->username,
                           i ? i : 1, real);
             goto done;
         }
@@ -1114,10 +1114,10 @@ ngx_http_welby_watch_access(ngx_cycle_t *cycle, ngx_http_welby_watch_t *w,
         && !ngx_http_welby_may(&fi, ccf->user, groups, ngroups, S_IROTH))
     {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                      "welby: worker user \"%s\" cannot read %V \"%V\": "
-                      "no read permission on the file; the workers will "
-                      "not see it change",
-                      ccf->username, &w->name, &w->path);
+                      "welby: %V \"%V\": worker user \"%s\" cannot read "
+                      "it, no read permission on the file; the workers "
+                      "will not see it change",
+                      &w->name, &w->path, ccf->username);
     }
 
 done:
@@ -1240,11 +1240,20 @@ ngx_http_welby_watch_poll(ngx_http_welby_main_conf_t *wmcf,
 
     ngx_http_welby_file_id(&id, &fi);
 
-    if (ngx_http_welby_file_id_eq(&id, &w->id)
-        && (w->settle == 0 || ngx_time() < w->settle))
-    {
-        ngx_http_welby_watch_readable(w, log);
-        return NGX_DECLINED;
+    if (ngx_http_welby_file_id_eq(&id, &w->id)) {
+
+        if (w->settle == 0 || ngx_time() < w->settle) {
+            ngx_http_welby_watch_readable(w, log);
+            return NGX_DECLINED;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" read again: the last read was "
+                       "too close to its last change", &w->name, &w->path);
+
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" changed", &w->name, &w->path);
     }
 
     rc = ngx_http_welby_watch_read(w, wmcf->sha256, log, rd, err, err_len);
@@ -1263,6 +1272,9 @@ ngx_http_welby_watch_poll(ngx_http_welby_main_conf_t *wmcf,
 
     if (ngx_memcmp(rd->sha256, w->sha256, 32) == 0) {
         /* touched, or rewritten as it was */
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" has the same content",
+                       &w->name, &w->path);
         ngx_http_welby_watch_record(w, rd);
         ngx_http_welby_read_free(rd);
         return NGX_DECLINED;
