@@ -97,7 +97,7 @@ $t->write_file_expand('nginx.conf', $CONF);
 # before the start: the warnings of nginx -t are compared with this
 my ($code, $out) = $t->test_config();
 
-$t->run()->plan(43);
+$t->run()->plan(44);
 
 is($code, 0, 'nginx -t accepts check=100ms and refresh=100ms')
     or diag($out);
@@ -338,10 +338,11 @@ ok(wait_log($at, qr/\[notice\].*$RL can be checked again/),
 # nginx -t: the worker user cannot read a watched file
 
 sub t_conf {
-    my ($name, $http) = @_;
+    my ($name, $http, $no_user) = @_;
     (my $c = $CONF)
         =~ s/^    welby_issuer .*?;\n    welby_revocation .*?;\n/    $http\n/ms
         or die "no watched files in the config\n";
+    $c =~ s/^user .*\n//m or die "no user in the config\n" if $no_user;
     $t->write_file_expand($name, $c);
     return $t->test_config($name);
 }
@@ -355,6 +356,14 @@ my $want = qr{\[warn\] welby: revocation list "\Q$d\E/locked/revoked\.txt": }
 ok($code == 0 && $out =~ $want,
     'nginx -t warns: the worker user cannot search the directory of the '
     . 'revocation list') or diag("exit $code: $out");
+
+# the issue's own case: no user directive, nginx started as root, so the
+# workers run as nginx's default user
+($code, $out) = t_conf('default-user.conf',
+    "welby_revocation $d/locked/revoked.txt;", 'no user');
+ok($code == 0 && $out =~ $want,
+    'nginx -t warns the same without a user directive (the default user)')
+    or diag("exit $code: $out");
 
 $t->write_file('private/revoked.txt', "jti a\n");
 chmod 0600, "$d/private/revoked.txt";
