@@ -171,7 +171,7 @@ my $RL = qr/welby: revocation list "\Q$REV\E"/;
 my $KF = qr/welby: issuer "\Q$ISS\E": keys file "\Q$KEYS\E"/;
 
 my $has_debug = $t->read_file('error.log') =~ /\[debug\]/;
-my $M = $NOW - 100;     # the one mtime second of every version below
+my $M = $NOW - 100;     # the mtime second the versions below share
 
 ###############################################################################
 # the revocation list, and its trailing comments through nginx
