@@ -37,6 +37,7 @@ static char *ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_welby_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_welby_init_process(ngx_cycle_t *cycle);
 static void ngx_http_welby_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_welby_md_cleanup(void *data);
@@ -257,7 +258,7 @@ ngx_module_t  ngx_http_welby_module = {
     ngx_http_welby_commands,               /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_welby_init_module,            /* init module */
     ngx_http_welby_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1098,6 +1099,17 @@ ngx_http_welby_init(ngx_conf_t *cf)
     ngx_http_top_header_filter = ngx_http_welby_header_filter;
 
     return NGX_OK;
+}
+
+
+/*
+ * Runs once the whole configuration is in, the core module's included:
+ * only then is the user the workers will run as known.
+ */
+static ngx_int_t
+ngx_http_welby_init_module(ngx_cycle_t *cycle)
+{
+    return ngx_http_welby_token_init_module(cycle);
 }
 
 

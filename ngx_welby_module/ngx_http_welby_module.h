@@ -59,14 +59,30 @@ typedef struct {
 } ngx_http_welby_cert_allow_t;
 
 
+/* What stat() says of one version of a file: any write changes it. */
+typedef struct {
+    dev_t                       dev;
+    ngx_file_uniq_t             uniq;
+    off_t                       size;
+    struct timespec             mtime;
+    struct timespec             ctime;
+} ngx_http_welby_file_id_t;
+
+
 /* A file a worker watches for changes (keys, the revocation list). */
 typedef struct {
     ngx_str_t                   path;       /* NUL-terminated */
+    ngx_str_t                   name;       /* what it is, for the log */
     ngx_msec_t                  interval;   /* 0: only on reload */
-    time_t                      mtime;
-    off_t                       size;
-    ngx_file_uniq_t             uniq;
-    time_t                      failed_mtime;
+    size_t                      max_size;
+
+    /* the version read last, loaded or refused */
+    ngx_http_welby_file_id_t    id;
+    u_char                      sha256[32];
+    time_t                      settle;     /* 0, or read it again then */
+
+    time_t                      error_time; /* of the last [error] */
+    unsigned                    unreadable:1;
 } ngx_http_welby_watch_t;
 
 
@@ -243,6 +259,7 @@ char *ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 welby_reason_e ngx_http_welby_token(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+ngx_int_t ngx_http_welby_token_init_module(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_welby_token_init_process(ngx_cycle_t *cycle);
 void ngx_http_welby_token_exit_process(ngx_cycle_t *cycle);
 

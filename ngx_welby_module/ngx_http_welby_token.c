@@ -15,15 +15,59 @@
 
 #define NGX_HTTP_WELBY_ERR_LEN  256
 
+/*
+ * A file whose ctime is this close to the time it was read may still
+ * change without a new ctime (timestamps are coarse: a jiffy on Linux,
+ * 1 s or 2 s on some filesystems): it is read once more this much later.
+ */
+#define NGX_HTTP_WELBY_WATCH_SETTLE  3
+
+/* A file that cannot be checked is named in error.log this often. */
+#define NGX_HTTP_WELBY_WATCH_REPEAT  60
+
+
+/* One read of a watched file. */
+typedef struct {
+    u_char                     *data;       /* NUL-terminated */
+    size_t                      len;
+    ngx_http_welby_file_id_t    id;         /* fstat() of what was read */
+    u_char                      sha256[32];
+    ngx_uint_t                  cleanse;    /* a secret */
+} ngx_http_welby_read_t;
+
 
 static ngx_int_t ngx_http_welby_issuer_load(ngx_conf_t *cf,
-    ngx_http_welby_issuer_t *issuer);
-static welby_keyset_t *ngx_http_welby_keys_load(ngx_http_welby_issuer_t *is,
-    char *err, size_t err_len);
+    ngx_http_welby_main_conf_t *wmcf, ngx_http_welby_issuer_t *issuer);
+static welby_keyset_t *ngx_http_welby_keys_parse(ngx_http_welby_issuer_t *is,
+    ngx_http_welby_read_t *rd, char *err, size_t err_len);
 static void ngx_http_welby_issuer_cleanup(void *data);
 static void ngx_http_welby_revocation_cleanup(void *data);
-static ngx_int_t ngx_http_welby_watch_stat(ngx_http_welby_watch_t *w,
+static ngx_int_t ngx_http_welby_watch_interval(ngx_str_t *value,
+    ngx_msec_t *interval);
+static ngx_int_t ngx_http_welby_watch_read(ngx_http_welby_watch_t *w,
+    EVP_MD *md, ngx_log_t *log, ngx_http_welby_read_t *rd, char *err,
+    size_t err_len);
+static void ngx_http_welby_watch_record(ngx_http_welby_watch_t *w,
+    ngx_http_welby_read_t *rd);
+static void ngx_http_welby_read_free(ngx_http_welby_read_t *rd);
+static void ngx_http_welby_file_id(ngx_http_welby_file_id_t *id,
     ngx_file_info_t *fi);
+static ngx_uint_t ngx_http_welby_file_id_eq(ngx_http_welby_file_id_t *a,
+    ngx_http_welby_file_id_t *b);
+static void ngx_http_welby_errno(char *err, size_t err_len, char *call,
+    ngx_err_t errnum);
+static void ngx_http_welby_watch_access(ngx_cycle_t *cycle,
+    ngx_http_welby_watch_t *w, ngx_core_conf_t *ccf, gid_t *groups,
+    int ngroups);
+static ngx_uint_t ngx_http_welby_may(ngx_file_info_t *fi, ngx_uid_t uid,
+    gid_t *groups, int ngroups, mode_t other);
+static ngx_int_t ngx_http_welby_watch_poll(ngx_http_welby_main_conf_t *wmcf,
+    ngx_http_welby_watch_t *w, ngx_log_t *log, ngx_http_welby_read_t *rd,
+    char *err, size_t err_len);
+static void ngx_http_welby_watch_unreadable(ngx_http_welby_watch_t *w,
+    ngx_log_t *log, char *err);
+static void ngx_http_welby_watch_readable(ngx_http_welby_watch_t *w,
+    ngx_log_t *log);
 static void ngx_http_welby_watch_handler(ngx_event_t *ev);
 static void ngx_http_welby_rules_hash(ngx_http_welby_issuer_t *issuer);
 static ngx_int_t ngx_http_welby_parse_algs(ngx_str_t *value,
@@ -247,8 +291,7 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if ((name.len == 6 && ngx_strncmp(name.data, "leeway", 6) == 0)
             || (name.len == 12
-                && ngx_strncmp(name.data, "max_lifetime", 12) == 0)
-            || (name.len == 7 && ngx_strncmp(name.data, "refresh", 7) == 0))
+                && ngx_strncmp(name.data, "max_lifetime", 12) == 0))
         {
             t = ngx_parse_time(&s, 1);
 
@@ -259,19 +302,30 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (name.len == 6) {
                 issuer->rules.leeway = t;
 
-            } else if (name.len == 12) {
-                if (t == 0) {
-                    goto invalid;
-                }
-
-                issuer->rules.max_lifetime = t;
-
             } else {
                 if (t == 0) {
                     goto invalid;
                 }
 
-                issuer->keys_file.interval = (ngx_msec_t) t * 1000;
+                issuer->rules.max_lifetime = t;
+            }
+
+            continue;
+        }
+
+        if (name.len == 7 && ngx_strncmp(name.data, "refresh", 7) == 0) {
+
+            if (ngx_http_welby_watch_interval(&s, &issuer->keys_file.interval)
+                != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\" in "
+                                   "welby_issuer \"%V\", it must be a time "
+                                   "of at least 1ms, such as \"5m\" or "
+                                   "\"500ms\" (without refresh= the keys "
+                                   "change on reload only)",
+                                   &value[i], &issuer->iss);
+                return NGX_CONF_ERROR;
             }
 
             continue;
@@ -412,7 +466,7 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_welby_issuer_load(cf, issuer) != NGX_OK) {
+    if (ngx_http_welby_issuer_load(cf, wmcf, issuer) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -442,26 +496,45 @@ invalid:
 
 
 static ngx_int_t
-ngx_http_welby_issuer_load(ngx_conf_t *cf, ngx_http_welby_issuer_t *issuer)
+ngx_http_welby_issuer_load(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf,
+    ngx_http_welby_issuer_t *issuer)
 {
-    ngx_file_info_t  fi;
-    char             err[NGX_HTTP_WELBY_ERR_LEN];
+    u_char                  *p;
+    ngx_int_t                rc;
+    ngx_http_welby_read_t    rd;
+    ngx_http_welby_watch_t  *w;
+    char                     err[NGX_HTTP_WELBY_ERR_LEN];
+
+    w = &issuer->keys_file;
+    w->max_size = WELBY_JWK_FILE_MAX;
+
+    w->name.len = sizeof("issuer \"\": keys file") - 1 + issuer->iss.len;
+    w->name.data = ngx_pnalloc(cf->pool, w->name.len);
+    if (w->name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(w->name.data, "issuer \"%V\": keys file", &issuer->iss);
+    w->name.len = p - w->name.data;
 
     err[0] = '\0';
+    rd.cleanse = issuer->secret;
 
-    issuer->keys = ngx_http_welby_keys_load(issuer, err, sizeof(err));
+    rc = ngx_http_welby_watch_read(w, wmcf->sha256, cf->log, &rd, err,
+                                   sizeof(err));
+
+    if (rc == NGX_OK) {
+        issuer->keys = ngx_http_welby_keys_parse(issuer, &rd, err,
+                                                 sizeof(err));
+        ngx_http_welby_watch_record(w, &rd);
+        ngx_http_welby_read_free(&rd);
+    }
 
     if (issuer->keys == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "welby_issuer \"%V\": keys file \"%V\": %s",
-                           &issuer->iss, &issuer->keys_file.path, err);
+                           &issuer->iss, &w->path, err);
         return NGX_ERROR;
-    }
-
-    if (ngx_http_welby_watch_stat(&issuer->keys_file, &fi) == NGX_OK) {
-        issuer->keys_file.mtime = ngx_file_mtime(&fi);
-        issuer->keys_file.size = ngx_file_size(&fi);
-        issuer->keys_file.uniq = ngx_file_uniq(&fi);
     }
 
     return NGX_OK;
@@ -469,18 +542,16 @@ ngx_http_welby_issuer_load(ngx_conf_t *cf, ngx_http_welby_issuer_t *issuer)
 
 
 static welby_keyset_t *
-ngx_http_welby_keys_load(ngx_http_welby_issuer_t *issuer, char *err,
-    size_t err_len)
+ngx_http_welby_keys_parse(ngx_http_welby_issuer_t *issuer,
+    ngx_http_welby_read_t *rd, char *err, size_t err_len)
 {
     if (issuer->secret) {
-        return welby_keyset_secret((char *) issuer->keys_file.path.data,
-                                   issuer->pem_alg, issuer->kid, err,
-                                   err_len);
+        return welby_keyset_secret_parse(rd->data, rd->len, issuer->pem_alg,
+                                         issuer->kid, err, err_len);
     }
 
-    return welby_keyset_load((char *) issuer->keys_file.path.data,
-                             issuer->allowed, issuer->pem_alg, issuer->kid,
-                             err, err_len);
+    return welby_keyset_parse((char *) rd->data, rd->len, issuer->allowed,
+                              issuer->pem_alg, issuer->kid, err, err_len);
 }
 
 
@@ -623,11 +694,11 @@ ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_welby_main_conf_t *wmcf = conf;
 
-    time_t                   t;
+    ngx_int_t                rc;
     ngx_str_t               *value, s;
     ngx_uint_t               i;
-    ngx_file_info_t          fi;
     ngx_pool_cleanup_t      *cln;
+    ngx_http_welby_read_t    rd;
     ngx_http_welby_watch_t  *w;
     char                     err[NGX_HTTP_WELBY_ERR_LEN];
 
@@ -641,6 +712,8 @@ ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     w->path = value[1];
     w->interval = 5000;
+    w->max_size = WELBY_REVOKE_FILE_MAX;
+    ngx_str_set(&w->name, "revocation list");
 
     if (ngx_conf_full_name(cf->cycle, &w->path, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -652,16 +725,22 @@ ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = value[i].data + 6;
             s.len = value[i].len - 6;
 
-            t = ngx_parse_time(&s, 1);
-            if (t == (time_t) NGX_ERROR) {
-                goto invalid;
+            if (ngx_http_welby_watch_interval(&s, &w->interval) != NGX_OK) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\" in "
+                                   "welby_revocation, it must be a time of "
+                                   "at least 1ms, such as \"5s\" or "
+                                   "\"500ms\"", &value[i]);
+                return NGX_CONF_ERROR;
             }
 
-            w->interval = (ngx_msec_t) t * 1000;
             continue;
         }
 
-        goto invalid;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in welby_revocation",
+                           &value[i]);
+        return NGX_CONF_ERROR;
     }
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
@@ -670,9 +749,18 @@ ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     err[0] = '\0';
+    rd.cleanse = 0;
 
-    wmcf->revocation = welby_revocation_load((char *) w->path.data, err,
-                                             sizeof(err));
+    rc = ngx_http_welby_watch_read(w, wmcf->sha256, cf->log, &rd, err,
+                                   sizeof(err));
+
+    if (rc == NGX_OK) {
+        wmcf->revocation = welby_revocation_parse(rd.data, rd.len, err,
+                                                  sizeof(err));
+        ngx_http_welby_watch_record(w, &rd);
+        ngx_http_welby_read_free(&rd);
+    }
+
     if (wmcf->revocation == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "welby_revocation \"%V\": %s", &w->path, err);
@@ -683,27 +771,11 @@ ngx_http_welby_revocation(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cln->data = wmcf->revocation;
     wmcf->revocation_conf = wmcf->revocation;
 
-    if (ngx_http_welby_watch_stat(w, &fi) == NGX_OK) {
-        w->mtime = ngx_file_mtime(&fi);
-        w->size = ngx_file_size(&fi);
-        w->uniq = ngx_file_uniq(&fi);
-    }
-
-    if (w->interval
-        && (wmcf->watch_interval == 0 || w->interval < wmcf->watch_interval))
-    {
+    if (wmcf->watch_interval == 0 || w->interval < wmcf->watch_interval) {
         wmcf->watch_interval = w->interval;
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\" in welby_revocation",
-                       &value[i]);
-
-    return NGX_CONF_ERROR;
 }
 
 
@@ -714,14 +786,366 @@ ngx_http_welby_revocation_cleanup(void *data)
 }
 
 
+/*
+ * check= and refresh=: nginx's time syntax in milliseconds ("5" is five
+ * seconds, "500ms" half a second); 0 is refused: a watched file that is
+ * never read again would be a revocation list that revokes nothing new.
+ */
 static ngx_int_t
-ngx_http_welby_watch_stat(ngx_http_welby_watch_t *w, ngx_file_info_t *fi)
+ngx_http_welby_watch_interval(ngx_str_t *value, ngx_msec_t *interval)
 {
-    if (ngx_file_info(w->path.data, fi) == NGX_FILE_ERROR) {
+    ngx_int_t  t;
+
+    t = ngx_parse_time(value, 0);
+
+    if (t == NGX_ERROR || t == 0) {
+        return NGX_ERROR;
+    }
+
+    *interval = (ngx_msec_t) t;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Reads the whole file into rd: NGX_OK; NGX_ERROR when it cannot be read
+ * (err names the call and errno: a check to repeat); NGX_DECLINED when it
+ * is too large to be this file (a version to refuse).  rd->id is what
+ * fstat() says of the very file read, so that a later stat() that differs
+ * from it always means a version not read yet.
+ */
+static ngx_int_t
+ngx_http_welby_watch_read(ngx_http_welby_watch_t *w, EVP_MD *md,
+    ngx_log_t *log, ngx_http_welby_read_t *rd, char *err, size_t err_len)
+{
+    size_t           size;
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_err_t        errnum;
+    ngx_file_info_t  fi;
+
+    rd->data = NULL;
+    rd->len = 0;
+
+    /* non-blocking: a FIFO put in the file's place must not hang a worker */
+
+    fd = ngx_open_file(w->path.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_http_welby_errno(err, err_len, ngx_open_file_n, ngx_errno);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_http_welby_errno(err, err_len, ngx_fd_info_n, ngx_errno);
+        goto failed;
+    }
+
+    if (!ngx_is_file(&fi)) {
+        ngx_snprintf((u_char *) err, err_len - 1, "not a regular file%Z");
+        goto failed;
+    }
+
+    ngx_http_welby_file_id(&rd->id, &fi);
+
+    if (ngx_file_size(&fi) > (off_t) w->max_size) {
+        ngx_snprintf((u_char *) err, err_len - 1, "larger than %uz bytes%Z",
+                     w->max_size);
+        (void) ngx_close_file(fd);
+        return NGX_DECLINED;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    rd->data = ngx_alloc(size + 1, log);
+    if (rd->data == NULL) {
+        ngx_snprintf((u_char *) err, err_len - 1, "out of memory%Z");
+        goto failed;
+    }
+
+    /* a file cut short since fstat() has a new ctime: it is read again */
+
+    while (rd->len < size) {
+        n = ngx_read_fd(fd, rd->data + rd->len, size - rd->len);
+
+        if (n == -1) {
+            errnum = ngx_errno;
+
+            if (errnum == NGX_EINTR) {
+                continue;
+            }
+
+            ngx_http_welby_errno(err, err_len, ngx_read_fd_n, errnum);
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        rd->len += n;
+    }
+
+    rd->data[rd->len] = '\0';
+
+    (void) ngx_close_file(fd);
+
+    if (EVP_Digest(rd->data, rd->len, rd->sha256, NULL, md, NULL) != 1) {
+        ngx_snprintf((u_char *) err, err_len - 1, "SHA-256 failed%Z");
+        ngx_http_welby_read_free(rd);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+
+failed:
+
+    ngx_http_welby_read_free(rd);
+    (void) ngx_close_file(fd);
+
+    return NGX_ERROR;
+}
+
+
+/* The version read is the one compared with from now on. */
+static void
+ngx_http_welby_watch_record(ngx_http_welby_watch_t *w,
+    ngx_http_welby_read_t *rd)
+{
+    w->id = rd->id;
+
+    if (rd->data) {
+        ngx_memcpy(w->sha256, rd->sha256, 32);
+
+    } else {
+        /* refused unread: no content matches */
+        ngx_memzero(w->sha256, 32);
+    }
+
+    /*
+     * Two writes within one tick of the filesystem's clock leave the same
+     * stat(): a file changed that recently is read once more when that
+     * can no longer happen, and its hash tells whether it did.
+     */
+
+    if (rd->id.ctime.tv_sec + NGX_HTTP_WELBY_WATCH_SETTLE > ngx_time()) {
+        w->settle = rd->id.ctime.tv_sec + NGX_HTTP_WELBY_WATCH_SETTLE;
+
+    } else {
+        w->settle = 0;
+    }
+}
+
+
+static void
+ngx_http_welby_read_free(ngx_http_welby_read_t *rd)
+{
+    if (rd->data == NULL) {
+        return;
+    }
+
+    if (rd->cleanse) {
+        OPENSSL_cleanse(rd->data, rd->len);
+    }
+
+    ngx_free(rd->data);
+    rd->data = NULL;
+}
+
+
+static void
+ngx_http_welby_file_id(ngx_http_welby_file_id_t *id, ngx_file_info_t *fi)
+{
+    id->dev = fi->st_dev;
+    id->uniq = ngx_file_uniq(fi);
+    id->size = ngx_file_size(fi);
+    id->mtime = fi->st_mtim;
+    id->ctime = fi->st_ctim;
+}
+
+
+static ngx_uint_t
+ngx_http_welby_file_id_eq(ngx_http_welby_file_id_t *a,
+    ngx_http_welby_file_id_t *b)
+{
+    return a->dev == b->dev
+           && a->uniq == b->uniq
+           && a->size == b->size
+           && a->mtime.tv_sec == b->mtime.tv_sec
+           && a->mtime.tv_nsec == b->mtime.tv_nsec
+           && a->ctime.tv_sec == b->ctime.tv_sec
+           && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+
+/* "open() failed (13: Permission denied)", as nginx says it. */
+static void
+ngx_http_welby_errno(char *err, size_t err_len, char *call, ngx_err_t errnum)
+{
+    u_char  *p, *last;
+
+    last = (u_char *) err + err_len - 1;
+
+    p = ngx_slprintf((u_char *) err, last, "%s failed (%d: ", call, errnum);
+    p = ngx_strerror(errnum, p, last - p);
+    p = ngx_slprintf(p, last, ")");
+
+    *p = '\0';
+}
+
+
+/*
+ * nginx -t, start and reload, in the master: a worker that cannot read a
+ * watched file never sees it change, and the list read here at startup
+ * would silently stay in force.  Only the mode bits are checked, for the
+ * worker's user, group and supplementary groups (ACLs are not looked at),
+ * on every directory of the real path and on the file.
+ */
+ngx_int_t
+ngx_http_welby_token_init_module(ngx_cycle_t *cycle)
+{
+    int                          n, m;
+    gid_t                       *groups;
+    ngx_uint_t                   i;
+    ngx_core_conf_t             *ccf;
+    ngx_http_welby_issuer_t     *issuer;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
+
+    if (wmcf == NULL || wmcf->watch_interval == 0 || geteuid() != 0) {
+        return NGX_OK;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT || ccf->user == 0
+        || ccf->username == NULL)
+    {
+        return NGX_OK;
+    }
+
+    /* the groups initgroups() gives the workers */
+
+    for (n = 32; /* void */; n = m) {
+        groups = ngx_palloc(cycle->pool, n * sizeof(gid_t));
+        if (groups == NULL) {
+            return NGX_ERROR;
+        }
+
+        m = n;
+
+        if (getgrouplist(ccf->username, ccf->group, groups, &m) != -1) {
+            n = m;
+            break;
+        }
+
+        if (m <= n) {
+            groups[0] = ccf->group;
+            n = 1;
+            break;
+        }
+    }
+
+    issuer = wmcf->issuers.elts;
+
+    for (i = 0; i < wmcf->issuers.nelts; i++) {
+        if (issuer[i].keys_file.interval) {
+            ngx_http_welby_watch_access(cycle, &issuer[i].keys_file, ccf,
+                                        groups, n);
+        }
+    }
+
+    if (wmcf->revocation_file.interval) {
+        ngx_http_welby_watch_access(cycle, &wmcf->revocation_file, ccf,
+                                    groups, n);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_welby_watch_access(ngx_cycle_t *cycle, ngx_http_welby_watch_t *w,
+    ngx_core_conf_t *ccf, gid_t *groups, int ngroups)
+{
+    char             *real, c;
+    size_t            i, len;
+    ngx_file_info_t   fi;
+
+    real = realpath((char *) w->path.data, NULL);
+
+    if (real == NULL) {
+        /* just read: gone since, which the workers will report */
+        return;
+    }
+
+    len = ngx_strlen(real);
+
+    for (i = 0; i < len; i++) {
+
+        if (real[i] != '/') {
+            continue;
+        }
+
+        c = real[i + 1];
+        real[i + 1] = '\0';
+
+        if (ngx_file_info(real, &fi) == NGX_FILE_ERROR) {
+            goto done;
+        }
+
+        real[i + 1] = c;
+
+        if (!ngx_http_welby_may(&fi, ccf->user, groups, ngroups, S_IXOTH)) {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "welby: %V \"%V\": worker user \"%s\" cannot "
+                          "read it, no search permission on directory "
+                          "\"%*s\"; the workers will not see it change",
+                          &w->name, &w->path, ccf->username,
+                          i ? i : 1, real);
+            goto done;
+        }
+    }
+
+    if (ngx_file_info(real, &fi) != NGX_FILE_ERROR
+        && !ngx_http_welby_may(&fi, ccf->user, groups, ngroups, S_IROTH))
+    {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "welby: %V \"%V\": worker user \"%s\" cannot read "
+                      "it, no read permission on the file; the workers "
+                      "will not see it change",
+                      &w->name, &w->path, ccf->username);
+    }
+
+done:
+
+    free(real);
+}
+
+
+/* Whether the mode bits grant "other" (S_IROTH, S_IXOTH) to that user. */
+static ngx_uint_t
+ngx_http_welby_may(ngx_file_info_t *fi, ngx_uid_t uid, gid_t *groups,
+    int ngroups, mode_t other)
+{
+    int  i;
+
+    /* the first class that matches decides, even if it grants less */
+
+    if (fi->st_uid == uid) {
+        return (fi->st_mode & (other << 6)) != 0;
+    }
+
+    for (i = 0; i < ngroups; i++) {
+        if (fi->st_gid == groups[i]) {
+            return (fi->st_mode & (other << 3)) != 0;
+        }
+    }
+
+    return (fi->st_mode & other) != 0;
 }
 
 
@@ -785,13 +1209,126 @@ ngx_http_welby_token_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * NGX_OK: a version not seen before is in rd, to be loaded by the caller;
+ * NGX_ABORT: a new version refused unread (err says why); NGX_DECLINED:
+ * nothing new.
+ *
+ * A version is what stat() says (device, inode, size, mtime and ctime to
+ * the nanosecond): any difference from the version read last, loaded or
+ * refused, is read, so a fixed file written in the second of a broken one
+ * is never skipped, and an unchanged broken file is not read again and
+ * again.  Its SHA-256 then tells a new content from a touched file, and
+ * catches, with the one read more of watch_record(), a rewrite that left
+ * the same stat() behind.  Reading and hashing happen only on a change:
+ * the files are small, and stat() alone is checked on every tick.
+ */
+static ngx_int_t
+ngx_http_welby_watch_poll(ngx_http_welby_main_conf_t *wmcf,
+    ngx_http_welby_watch_t *w, ngx_log_t *log, ngx_http_welby_read_t *rd,
+    char *err, size_t err_len)
+{
+    ngx_int_t                 rc;
+    ngx_file_info_t           fi;
+    ngx_http_welby_file_id_t  id;
+
+    if (ngx_file_info(w->path.data, &fi) == NGX_FILE_ERROR) {
+        ngx_http_welby_errno(err, err_len, ngx_file_info_n, ngx_errno);
+        ngx_http_welby_watch_unreadable(w, log, err);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_welby_file_id(&id, &fi);
+
+    if (ngx_http_welby_file_id_eq(&id, &w->id)) {
+
+        if (w->settle == 0 || ngx_time() < w->settle) {
+            ngx_http_welby_watch_readable(w, log);
+            return NGX_DECLINED;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" read again: the last read was "
+                       "too close to its last change", &w->name, &w->path);
+
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" changed", &w->name, &w->path);
+    }
+
+    rc = ngx_http_welby_watch_read(w, wmcf->sha256, log, rd, err, err_len);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_welby_watch_unreadable(w, log, err);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_welby_watch_readable(w, log);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_welby_watch_record(w, rd);
+        return NGX_ABORT;
+    }
+
+    if (ngx_memcmp(rd->sha256, w->sha256, 32) == 0) {
+        /* touched, or rewritten as it was */
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "welby: %V \"%V\" has the same content",
+                       &w->name, &w->path);
+        ngx_http_welby_watch_record(w, rd);
+        ngx_http_welby_read_free(rd);
+        return NGX_DECLINED;
+    }
+
+    ngx_http_welby_watch_record(w, rd);
+
+    return NGX_OK;
+}
+
+
+/* The first failure at once, then once a minute while it lasts. */
+static void
+ngx_http_welby_watch_unreadable(ngx_http_welby_watch_t *w, ngx_log_t *log,
+    char *err)
+{
+    if (w->unreadable
+        && ngx_time() - w->error_time < NGX_HTTP_WELBY_WATCH_REPEAT)
+    {
+        return;
+    }
+
+    w->unreadable = 1;
+    w->error_time = ngx_time();
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "welby: %V \"%V\" cannot be checked, the version read "
+                  "last stays in use: %s", &w->name, &w->path, err);
+}
+
+
+static void
+ngx_http_welby_watch_readable(ngx_http_welby_watch_t *w, ngx_log_t *log)
+{
+    if (!w->unreadable) {
+        return;
+    }
+
+    w->unreadable = 0;
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "welby: %V \"%V\" can be checked again",
+                  &w->name, &w->path);
+}
+
+
 static void
 ngx_http_welby_watch_handler(ngx_event_t *ev)
 {
+    ngx_int_t                    rc;
     ngx_uint_t                   i;
-    ngx_file_info_t              fi;
     welby_keyset_t              *keys;
     welby_revocation_t          *rv;
+    ngx_http_welby_read_t        rd;
     ngx_http_welby_watch_t      *w;
     ngx_http_welby_issuer_t     *issuer;
     ngx_http_welby_main_conf_t  *wmcf;
@@ -813,21 +1350,28 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
     for (i = 0; i < wmcf->issuers.nelts; i++) {
         w = &issuer[i].keys_file;
 
-        if (w->interval == 0 || ngx_http_welby_watch_stat(w, &fi) != NGX_OK
-            || (ngx_file_mtime(&fi) == w->mtime
-                && ngx_file_size(&fi) == w->size
-                && ngx_file_uniq(&fi) == w->uniq)
-            || ngx_file_mtime(&fi) == w->failed_mtime)
-        {
+        if (w->interval == 0) {
             continue;
         }
 
         err[0] = '\0';
-        keys = ngx_http_welby_keys_load(&issuer[i], err, sizeof(err));
+        rd.cleanse = issuer[i].secret;
+
+        rc = ngx_http_welby_watch_poll(wmcf, w, ev->log, &rd, err,
+                                       sizeof(err));
+
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
+
+        keys = (rc == NGX_OK)
+               ? ngx_http_welby_keys_parse(&issuer[i], &rd, err, sizeof(err))
+               : NULL;
+
+        ngx_http_welby_read_free(&rd);
 
         if (keys == NULL) {
             /* keep serving with the keys we have */
-            w->failed_mtime = ngx_file_mtime(&fi);
             ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                           "welby: issuer \"%V\": keys file \"%V\" not "
                           "reloaded, old keys kept: %s",
@@ -842,10 +1386,6 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
         }
 
         issuer[i].keys = keys;
-        w->mtime = ngx_file_mtime(&fi);
-        w->size = ngx_file_size(&fi);
-        w->uniq = ngx_file_uniq(&fi);
-        w->failed_mtime = 0;
 
         ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                       "welby: issuer \"%V\": keys reloaded from \"%V\", "
@@ -854,35 +1394,37 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
 
     w = &wmcf->revocation_file;
 
-    if (w->interval && ngx_http_welby_watch_stat(w, &fi) == NGX_OK
-        && (ngx_file_mtime(&fi) != w->mtime || ngx_file_size(&fi) != w->size
-            || ngx_file_uniq(&fi) != w->uniq)
-        && ngx_file_mtime(&fi) != w->failed_mtime)
-    {
+    if (w->interval) {
         err[0] = '\0';
-        rv = welby_revocation_load((char *) w->path.data, err, sizeof(err));
+        rd.cleanse = 0;
 
-        if (rv == NULL) {
-            w->failed_mtime = ngx_file_mtime(&fi);
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "welby: revocation list \"%V\" not reloaded, "
-                          "old list kept: %s", &w->path, err);
+        rc = ngx_http_welby_watch_poll(wmcf, w, ev->log, &rd, err,
+                                       sizeof(err));
 
-        } else {
-            if (wmcf->revocation != wmcf->revocation_conf) {
-                welby_revocation_free(wmcf->revocation);
+        if (rc != NGX_DECLINED) {
+            rv = (rc == NGX_OK)
+                 ? welby_revocation_parse(rd.data, rd.len, err, sizeof(err))
+                 : NULL;
+
+            ngx_http_welby_read_free(&rd);
+
+            if (rv == NULL) {
+                ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                              "welby: revocation list \"%V\" not reloaded, "
+                              "old list kept: %s", &w->path, err);
+
+            } else {
+                if (wmcf->revocation != wmcf->revocation_conf) {
+                    welby_revocation_free(wmcf->revocation);
+                }
+
+                wmcf->revocation = rv;
+
+                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                              "welby: revocation list \"%V\" reloaded, "
+                              "%uz entries", &w->path,
+                              welby_revocation_count(rv));
             }
-
-            wmcf->revocation = rv;
-            w->mtime = ngx_file_mtime(&fi);
-            w->size = ngx_file_size(&fi);
-            w->uniq = ngx_file_uniq(&fi);
-            w->failed_mtime = 0;
-
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "welby: revocation list \"%V\" reloaded, "
-                          "%uz entries", &w->path,
-                          welby_revocation_count(rv));
         }
     }
 

@@ -25,9 +25,6 @@
 #include "welby_jwk.h"
 
 
-/* Key files are small; a bigger one is a wrong path, not a key. */
-#define WELBY_JWK_FILE_MAX    (1024 * 1024)
-
 /* Bytes of a kid or a member value quoted in an error message. */
 #define WELBY_JWK_QUOTE_MAX   64
 
@@ -165,6 +162,27 @@ welby_keyset_load(const char *path, unsigned allowed,
         return NULL;
     }
 
+    ks = welby_keyset_parse(text, len, allowed, default_alg, kid, err,
+                            err_len);
+
+    free(text);
+
+    return ks;
+}
+
+
+welby_keyset_t *
+welby_keyset_parse(const char *text, size_t len, unsigned allowed,
+    welby_alg_e default_alg, const char *kid, char *err, size_t err_len)
+{
+    welby_keyset_t  *ks;
+
+    if (len > WELBY_JWK_FILE_MAX) {
+        welby_jwk_error(err, err_len, "", "larger than %d bytes",
+                        WELBY_JWK_FILE_MAX);
+        return NULL;
+    }
+
     if (len >= 10 && memcmp(text, "-----BEGIN", 10) == 0) {
         ks = welby_pem_load(text, len, allowed, default_alg, kid, err,
                             err_len);
@@ -172,8 +190,6 @@ welby_keyset_load(const char *path, unsigned allowed,
     } else {
         ks = welby_jwks_load(text, len, allowed, default_alg, err, err_len);
     }
-
-    free(text);
 
     /*
      * Failed parses leave errors in the thread's OpenSSL queue, which
@@ -189,9 +205,29 @@ welby_keyset_t *
 welby_keyset_secret(const char *path, welby_alg_e alg, const char *kid,
     char *err, size_t err_len)
 {
-    int              md_size;
     char            *text;
     size_t           len;
+    welby_keyset_t  *ks;
+
+    if (welby_jwk_read(path, &text, &len, err, err_len) != 0) {
+        return NULL;
+    }
+
+    ks = welby_keyset_secret_parse((unsigned char *) text, len, alg, kid,
+                                   err, err_len);
+
+    OPENSSL_cleanse(text, len);
+    free(text);
+
+    return ks;
+}
+
+
+welby_keyset_t *
+welby_keyset_secret_parse(const unsigned char *text, size_t len,
+    welby_alg_e alg, const char *kid, char *err, size_t err_len)
+{
+    int              md_size;
     welby_key_t     *key;
     welby_keyset_t  *ks;
 
@@ -205,7 +241,9 @@ welby_keyset_secret(const char *path, welby_alg_e alg, const char *kid,
         return NULL;
     }
 
-    if (welby_jwk_read(path, &text, &len, err, err_len) != 0) {
+    if (len > WELBY_JWK_FILE_MAX) {
+        welby_jwk_error(err, err_len, "", "larger than %d bytes",
+                        WELBY_JWK_FILE_MAX);
         return NULL;
     }
 
@@ -264,16 +302,12 @@ welby_keyset_secret(const char *path, welby_alg_e alg, const char *kid,
         goto failed;
     }
 
-    OPENSSL_cleanse(text, len);
-    free(text);
     ERR_clear_error();
 
     return ks;
 
 failed:
 
-    OPENSSL_cleanse(text, len);
-    free(text);
     welby_keyset_free(ks);
     ERR_clear_error();
 

@@ -18,6 +18,9 @@
 
 #define WELBY_RSA_MIN_BITS  2048
 
+/* Key files are small; a bigger one is a wrong path, not a key. */
+#define WELBY_JWK_FILE_MAX  (1024 * 1024)
+
 
 /* One key, pinned to one algorithm and one key type. */
 typedef struct {
@@ -84,11 +87,23 @@ welby_keyset_t *welby_keyset_load(const char *path, unsigned allowed,
     welby_alg_e default_alg, const char *kid, char *err, size_t err_len);
 
 /*
+ * The same from the bytes of such a file, as read by the caller; text[len]
+ * must be '\0'.
+ */
+welby_keyset_t *welby_keyset_parse(const char *text, size_t len,
+    unsigned allowed, welby_alg_e default_alg, const char *kid, char *err,
+    size_t err_len);
+
+/*
  * An HMAC key: the raw bytes of the file (a trailing newline is not
  * stripped), at least as long as the hash (RFC 7518 section 3.2).
  */
 welby_keyset_t *welby_keyset_secret(const char *path, welby_alg_e alg,
     const char *kid, char *err, size_t err_len);
+
+/* The same from the bytes of such a file; the caller cleanses them. */
+welby_keyset_t *welby_keyset_secret_parse(const unsigned char *text,
+    size_t len, welby_alg_e alg, const char *kid, char *err, size_t err_len);
 
 void welby_keyset_free(welby_keyset_t *ks);
 

@@ -13,9 +13,6 @@
 #include "welby_revoke.h"
 
 
-#define WELBY_REVOKE_FILE_MAX  (64 * 1024 * 1024)
-
-
 typedef struct {
     unsigned char  *data;
     size_t          len;
@@ -47,7 +44,7 @@ welby_revocation_parse(const unsigned char *text, size_t len, char *err,
     int64_t               t;
     welby_revoked_t      *e;
     welby_revocation_t   *rv;
-    const unsigned char  *p, *end, *eol, *kind, *name, *time, *extra;
+    const unsigned char  *p, *end, *eol, *last, *kind, *name, *time, *extra;
     size_t                kind_len, name_len, time_len;
 
     rv = calloc(1, sizeof(welby_revocation_t));
@@ -86,24 +83,40 @@ welby_revocation_parse(const unsigned char *text, size_t len, char *err,
             eol = end;
         }
 
-        kind_len = welby_field(&p, eol, &kind);
+        /*
+         * A '#' that starts a field starts a comment, at the start of a
+         * line or after an entry: "sub nurse-7 1700000000  # left".  One
+         * inside a value ("a#b") is part of the value.
+         */
 
-        if (kind_len == 0 || kind[0] == '#') {
+        for (last = p; last < eol; last++) {
+            if (*last == '#'
+                && (last == p || last[-1] == ' ' || last[-1] == '\t'))
+            {
+                break;
+            }
+        }
+
+        kind_len = welby_field(&p, last, &kind);
+
+        if (kind_len == 0) {
             p = eol + 1;
             continue;
         }
 
-        name_len = welby_field(&p, eol, &name);
-        time_len = welby_field(&p, eol, &time);
+        name_len = welby_field(&p, last, &name);
+        time_len = welby_field(&p, last, &time);
 
         if (name_len == 0) {
             snprintf(err, err_len, "line %zu: no value", line);
             goto failed;
         }
 
-        if (welby_field(&p, eol, &extra) != 0) {
+        n = welby_field(&p, last, &extra);
+
+        if (n != 0) {
             snprintf(err, err_len, "line %zu: unexpected \"%.*s\"", line,
-                     (int) (eol - extra > 32 ? 32 : eol - extra), extra);
+                     (int) (n > 32 ? 32 : n), extra);
             goto failed;
         }
 

@@ -3,10 +3,12 @@
  * before a given time are refused (staff who leave lose access at once).
  * No nginx types here: unit tests link it alone.
  *
- * File format, one entry per line; blank lines and lines starting with
- * '#' are ignored; fields are separated by spaces or tabs:
+ * File format, one entry per line; fields are separated by spaces or
+ * tabs; blank lines are ignored, and a '#' at the start of a line or of a
+ * field starts a comment up to the end of the line (so a value cannot
+ * start with '#', but may hold one):
  *
- *     jti <jti>
+ *     jti <jti>                  # comment
  *     sub <sub> <unix-seconds>
  */
 
@@ -15,6 +17,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+
+/* Larger files are refused: the whole list is held in memory. */
+#define WELBY_REVOKE_FILE_MAX  (64 * 1024 * 1024)
 
 
 typedef struct welby_revocation_s  welby_revocation_t;

@@ -998,6 +998,55 @@ test_file_size(void)
 }
 
 
+/* The watcher reads the file itself and parses what it hashed. */
+
+static void
+test_parse_buffer(void)
+{
+    char            *text;
+    json_t          *root, *keys;
+    size_t           len;
+    unsigned char    secret[64];
+    welby_keyset_t  *ks;
+
+    keys = json_array();
+    json_array_append_new(keys, jwk(p256, "ES256", "b1"));
+    root = json_object();
+    json_object_set_new(root, "keys", keys);
+    text = json_dumps(root, 0);
+    json_decref(root);
+
+    err[0] = '\0';
+    ks = welby_keyset_parse(text, strlen(text), ALL, WELBY_ALG_UNKNOWN, NULL,
+                            err, sizeof(err));
+    ok(ks != NULL && welby_keyset_find(ks, S("b1")) != NULL,
+       "a JWKS parses from a buffer as from its file");
+    welby_keyset_free(ks);
+    free(text);
+
+    len = 1024 * 1024 + 1;
+    text = calloc(1, len + 1);
+    memset(text, ' ', len);
+    ok(fails(welby_keyset_parse(text, len, ALL, WELBY_ALG_UNKNOWN, NULL, err,
+                                sizeof(err)), "larger than"),
+       "a buffer over 1 MiB is refused as its file is");
+
+    RAND_bytes(secret, sizeof(secret));
+    ks = welby_keyset_secret_parse(secret, 64, WELBY_ALG_HS512, NULL, err,
+                                   sizeof(err));
+    ok(ks != NULL && ks->nkeys == 1 && ks->keys[0].secret_len == 64
+       && memcmp(ks->keys[0].secret, secret, 64) == 0,
+       "an HMAC secret parses from a buffer, byte for byte");
+    welby_keyset_free(ks);
+
+    ok(fails(welby_keyset_secret_parse((unsigned char *) text, len,
+                                       WELBY_ALG_HS256, NULL, err,
+                                       sizeof(err)), "larger than"),
+       "a secret over 1 MiB is refused");
+    free(text);
+}
+
+
 int
 main(void)
 {
@@ -1030,6 +1079,7 @@ main(void)
     test_selection();
     test_pem();
     test_file_size();
+    test_parse_buffer();
 
     EVP_PKEY_free(rsa2048);
     EVP_PKEY_free(rsa1024);

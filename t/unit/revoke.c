@@ -98,6 +98,37 @@ main(void)
        "an empty list revokes nothing");
     welby_revocation_free(rv);
 
+    rv = parse("sub nurse-0042 1795650000     # every token of nurse-0042\n"
+               "jti c-1\t# revoked by the help desk\n"
+               "jti c#2 #\n"
+               "   # an indented comment line\n"
+               "jti c-3#\n", err, sizeof(err));
+
+    ok(rv != NULL, "a '#' after an entry starts a trailing comment");
+
+    if (rv == NULL) {
+        printf("#   %s\n", err);
+    }
+    ok(rv != NULL && welby_revocation_count(rv) == 4,
+       "trailing comments add no entries");
+    ok(rv != NULL && welby_revocation_sub(rv, S("nurse-0042"), 1795649999),
+       "a sub line with a trailing comment keeps its time");
+    ok(rv != NULL && welby_revocation_jti(rv, S("c-1")),
+       "a jti before a tab and a comment is revoked");
+    ok(rv != NULL && welby_revocation_jti(rv, S("c#2"))
+       && welby_revocation_jti(rv, S("c-3#")),
+       "a '#' inside or at the end of a value is part of the value");
+    ok(rv != NULL && !welby_revocation_jti(rv, S("c")),
+       "a value is not cut at a '#' inside it");
+    welby_revocation_free(rv);
+
+    ok(refused("jti #c-4\n", "line 1: no value"),
+       "a value cannot start with '#': it starts a comment");
+    ok(refused("sub x # 1700000000\n", "a sub needs a time"),
+       "a time after a '#' is part of the comment");
+    ok(refused("sub x 1700000000 2 # c\n", "unexpected \"2\""),
+       "a fourth field before a comment is still refused");
+
     ok(refused("jti\n", "line 1: no value"), "a jti needs a value");
     ok(refused("jti a\nsub x\n", "line 2: a sub needs a time"),
        "a sub needs a time, and the line is named");
