@@ -941,7 +941,7 @@ is("@st", '200 200', 'cache: the same token twice, both accepted');
 
 # at once, and in the mtime second of the first write, as an edit within
 # a second has it: the worker tells a changed file by more than its mtime
-# (more in t/22-token-watch.t)
+# (more in t/24-token-watch.t)
 my $log_at = length $t->read_file('error.log');
 my $mtime = (stat "$d/revoked.txt")[9];
 $t->write_file('revoked.txt', $t->read_file('revoked.txt') . "jti $cjti\n");

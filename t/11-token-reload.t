@@ -11,7 +11,7 @@
 # themselves; a broken file keeps the old keys and logs an [error] naming
 # the file; the fixed file, written in the same mtime second, is picked up
 # too.  Every wait is for the error.log line that says the worker read the
-# file (more of the watch in t/22-token-watch.t).
+# file (more of the watch in t/24-token-watch.t).
 
 use strict;
 use warnings;
