@@ -3,11 +3,12 @@
 # The audit trail loses nothing and invents nothing under load: N requests
 # (WELBY_NOLOSS_N, default 20000) over 64 concurrent connections, allowed,
 # refused and upstream errors mixed, while nginx (two workers) is reloaded
-# five times and its files reopened twice, one event after the other.  Each of the two sinks, one
-# unbuffered and one with buffer=64k flush=1s, must then hold, over its
-# current and rotated files, exactly one valid JSON record for every
-# request the clients got an answer to, with the status they saw, and
-# nothing else; and every file's hash chains must be intact.
+# five times and its files reopened twice, one event after the other.
+# Each of the two sinks, one unbuffered and one with buffer=64k flush=1s,
+# must then hold, over its current and rotated files, exactly one valid
+# JSON record for every request the clients got an answer to, with the
+# status they saw, and nothing else; and every file's hash chains must be
+# intact.
 #
 # Each request carries its own X-Request-Id (a FHIR id, which the gateway
 # keeps) and Connection: close, so what nginx received is what was
