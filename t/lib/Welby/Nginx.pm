@@ -497,9 +497,13 @@ sub stop {
 
 =head2 reload()
 
-Sends HUP to the master and waits (up to 10s) until new worker processes
-have been started.  Returns true on success, false on timeout (e.g. the
-new configuration was rejected).
+Sends HUP to the master and waits (up to 10s) until the new worker
+processes have been started and every old one has logged "gracefully
+shutting down" (or exited): it closes its listening sockets right then,
+so from then on every new connection is served with the new
+configuration.  (nginx signals the old workers only 100 ms after it has
+started the new ones.)  Returns true on success, false on timeout (e.g.
+the new configuration was rejected).
 
 =cut
 
@@ -507,23 +511,28 @@ sub reload {
     my ($self) = @_;
     my $pid = $self->{pid} or die "nginx is not running\n";
 
-    my $count = sub {
-        my $n = () = $self->read_file('error.log') =~ /start worker process \d+/g;
-        return $n;
-    };
+    my $log = $self->read_file('error.log');
+    my @old = $self->_workers($log);
+    my $before = () = $log =~ /start worker process \d+/g;
 
-    my $before = $count->();
     kill 'HUP', $pid;
 
-    my $deadline = time() + 10;
-    while (time() < $deadline) {
-        if ($count->() > $before) {
-            sleep 0.1;      # let the new worker get to its event loop
-            return 1;
-        }
-        sleep 0.05;
-    }
-    return 0;
+    return $self->wait_for_file('error.log', sub {
+        my $n = () = $_[0] =~ /start worker process \d+/g;
+        return $n >= $before + @old && !grep {
+            $_[0] !~ /\] $_#\d+: gracefully shutting down$
+                      |worker\ process\ $_\ exited/mx } @old;
+    });
+}
+
+# the current workers: the last worker_processes started, as logged
+sub _workers {
+    my ($self, $log) = @_;
+    my ($n) = $self->read_file('nginx.conf')
+        =~ /^\s*worker_processes\s+(\d+);/m;
+    my @workers = $log =~ /start worker process (\d+)/g;
+    splice(@workers, 0, @workers - ($n // 1)) if @workers > ($n // 1);
+    return @workers;
 }
 
 =head2 reopen()
@@ -541,11 +550,8 @@ sub reopen {
     my ($self) = @_;
     my $pid = $self->{pid} or die "nginx is not running\n";
 
-    my ($n) = $self->read_file('nginx.conf')
-        =~ /^\s*worker_processes\s+(\d+);/m;
     my $log = $self->read_file('error.log');
-    my @workers = $log =~ /start worker process (\d+)/g;
-    splice(@workers, 0, @workers - ($n // 1)) if @workers > ($n // 1);
+    my @workers = $self->_workers($log);
     my $from = length $log;
 
     kill 'USR1', $pid;
