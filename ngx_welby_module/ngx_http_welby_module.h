@@ -66,11 +66,7 @@ typedef struct {
     time_t                      mtime;
     off_t                       size;
     ngx_file_uniq_t             uniq;
-
-    /* the version that last failed to load, not tried again */
     time_t                      failed_mtime;
-    off_t                       failed_size;
-    ngx_file_uniq_t             failed_uniq;
 } ngx_http_welby_watch_t;
 
 

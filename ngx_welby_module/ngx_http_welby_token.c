@@ -24,10 +24,6 @@ static void ngx_http_welby_issuer_cleanup(void *data);
 static void ngx_http_welby_revocation_cleanup(void *data);
 static ngx_int_t ngx_http_welby_watch_stat(ngx_http_welby_watch_t *w,
     ngx_file_info_t *fi);
-static ngx_uint_t ngx_http_welby_watch_changed(ngx_http_welby_watch_t *w,
-    ngx_file_info_t *fi);
-static void ngx_http_welby_watch_failed(ngx_http_welby_watch_t *w,
-    ngx_file_info_t *fi);
 static void ngx_http_welby_watch_handler(ngx_event_t *ev);
 static void ngx_http_welby_rules_hash(ngx_http_welby_issuer_t *issuer);
 static ngx_int_t ngx_http_welby_parse_algs(ngx_str_t *value,
@@ -730,37 +726,6 @@ ngx_http_welby_watch_stat(ngx_http_welby_watch_t *w, ngx_file_info_t *fi)
 
 
 /*
- * A file is read again when it differs from the version loaded and from
- * the version that last failed, by mtime, size or inode: mtime alone has
- * a second's grain, and a writer that had truncated the file but not yet
- * written it makes a failed version whose complete successor, written in
- * the same second, must still be read.
- */
-static ngx_uint_t
-ngx_http_welby_watch_changed(ngx_http_welby_watch_t *w, ngx_file_info_t *fi)
-{
-    if (ngx_file_mtime(fi) == w->mtime && ngx_file_size(fi) == w->size
-        && ngx_file_uniq(fi) == w->uniq)
-    {
-        return 0;
-    }
-
-    return ngx_file_mtime(fi) != w->failed_mtime
-           || ngx_file_size(fi) != w->failed_size
-           || ngx_file_uniq(fi) != w->failed_uniq;
-}
-
-
-static void
-ngx_http_welby_watch_failed(ngx_http_welby_watch_t *w, ngx_file_info_t *fi)
-{
-    w->failed_mtime = ngx_file_mtime(fi);
-    w->failed_size = ngx_file_size(fi);
-    w->failed_uniq = ngx_file_uniq(fi);
-}
-
-
-/*
  * Each worker checks the watched files itself, on a timer: the files are
  * small and read rarely, and a worker that reloads its own copy needs no
  * locking with the others.
@@ -849,7 +814,10 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
         w = &issuer[i].keys_file;
 
         if (w->interval == 0 || ngx_http_welby_watch_stat(w, &fi) != NGX_OK
-            || !ngx_http_welby_watch_changed(w, &fi))
+            || (ngx_file_mtime(&fi) == w->mtime
+                && ngx_file_size(&fi) == w->size
+                && ngx_file_uniq(&fi) == w->uniq)
+            || ngx_file_mtime(&fi) == w->failed_mtime)
         {
             continue;
         }
@@ -859,7 +827,7 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
 
         if (keys == NULL) {
             /* keep serving with the keys we have */
-            ngx_http_welby_watch_failed(w, &fi);
+            w->failed_mtime = ngx_file_mtime(&fi);
             ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                           "welby: issuer \"%V\": keys file \"%V\" not "
                           "reloaded, old keys kept: %s",
@@ -887,13 +855,15 @@ ngx_http_welby_watch_handler(ngx_event_t *ev)
     w = &wmcf->revocation_file;
 
     if (w->interval && ngx_http_welby_watch_stat(w, &fi) == NGX_OK
-        && ngx_http_welby_watch_changed(w, &fi))
+        && (ngx_file_mtime(&fi) != w->mtime || ngx_file_size(&fi) != w->size
+            || ngx_file_uniq(&fi) != w->uniq)
+        && ngx_file_mtime(&fi) != w->failed_mtime)
     {
         err[0] = '\0';
         rv = welby_revocation_load((char *) w->path.data, err, sizeof(err));
 
         if (rv == NULL) {
-            ngx_http_welby_watch_failed(w, &fi);
+            w->failed_mtime = ngx_file_mtime(&fi);
             ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                           "welby: revocation list \"%V\" not reloaded, "
                           "old list kept: %s", &w->path, err);
