@@ -28,8 +28,17 @@ typedef struct {
     ngx_event_t                *event;
     ngx_uint_t                  fhir;       /* format=fhir: AuditEvent */
 
-    /* the worker's chain in the file it writes: reset when reopened */
+    /*
+     * The worker's chain and the file it lives in.  fd is the descriptor
+     * last written, NGX_INVALID_FILE after a reopen until the next record
+     * looks at the file again: a reopen that kept the same file (nothing
+     * renamed it, or nginx failed to open the new one) goes on with the
+     * chain, since a new chain in the middle of a stream reads as a
+     * broken one.
+     */
     ngx_fd_t                    fd;
+    dev_t                       dev;
+    ngx_file_uniq_t             uniq;
     u_char                      prev[WELBY_AUDIT_HEX_LEN + 1];
     ngx_uint_t                  chained;
 
@@ -123,6 +132,8 @@ static void ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file,
 static void ngx_http_welby_audit_flush_handler(ngx_event_t *ev);
 static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     ngx_log_t *log);
+static ngx_uint_t ngx_http_welby_audit_same_file(
+    ngx_http_welby_audit_sink_t *sink, ngx_fd_t fd);
 
 
 /* welby_audit_log <file> [format=json|fhir] [buffer=<size>] [flush=<time>] */
@@ -1302,9 +1313,10 @@ ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log)
 
 /*
  * nginx calls this just before it reopens the file: what is buffered goes
- * to the old file, and the next record starts a chain in the new one.
+ * to the old file, and the next record looks at the file it then has.
  * (The new file can get the old descriptor number, so the descriptor
- * alone does not tell.)
+ * alone does not tell.)  A second reopen before that record: the chain
+ * still goes on only if the file the first one left is the chain's.
  */
 static void
 ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file, ngx_log_t *log)
@@ -1315,9 +1327,17 @@ ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file, ngx_log_t *log)
 
     sink = file->data;
 
-    if (sink) {
-        sink->fd = NGX_INVALID_FILE;
+    if (sink == NULL) {
+        return;
     }
+
+    if (sink->fd == NGX_INVALID_FILE && sink->chained
+        && !ngx_http_welby_audit_same_file(sink, file->fd))
+    {
+        sink->chained = 0;
+    }
+
+    sink->fd = NGX_INVALID_FILE;
 }
 
 
@@ -1329,8 +1349,9 @@ ngx_http_welby_audit_flush_handler(ngx_event_t *ev)
 
 
 /*
- * The file was opened anew (start, nginx -s reopen): a new chain starts,
- * and a file nginx created for the reopen is made owner-only.
+ * The file was opened anew (start, nginx -s reopen): unless it is the
+ * chain's file still, a new chain starts, and a file nginx created for
+ * the reopen is made owner-only.
  */
 static void
 ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
@@ -1339,11 +1360,21 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     ngx_file_info_t  fi;
 
     sink->fd = sink->file->fd;
-    sink->chained = 0;
 
     if (ngx_fd_info(sink->fd, &fi) == NGX_FILE_ERROR) {
+        sink->chained = 0;
         return;
     }
+
+    if (sink->chained && fi.st_dev == sink->dev
+        && ngx_file_uniq(&fi) == sink->uniq)
+    {
+        return;
+    }
+
+    sink->chained = 0;
+    sink->dev = fi.st_dev;
+    sink->uniq = ngx_file_uniq(&fi);
 
     if (ngx_is_file(&fi) && (ngx_file_access(&fi) & 0077)
         && fchmod(sink->fd, 0600) == -1)
@@ -1351,6 +1382,23 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
         ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
                       "welby: fchmod(\"%V\", 0600) failed", &sink->path);
     }
+}
+
+
+/*
+ * Both files are open when this compares them (the chain's was open when
+ * nginx opened the one it has now), so an equal inode is the same file.
+ */
+static ngx_uint_t
+ngx_http_welby_audit_same_file(ngx_http_welby_audit_sink_t *sink, ngx_fd_t fd)
+{
+    ngx_file_info_t  fi;
+
+    if (fd == NGX_INVALID_FILE || ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        return 0;
+    }
+
+    return fi.st_dev == sink->dev && ngx_file_uniq(&fi) == sink->uniq;
 }
 
 

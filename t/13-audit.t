@@ -5,6 +5,10 @@
 # codes but never a token, a body or a query value; owner-only files,
 # reopened on USR1, buffered and flushed, and a hash chain that
 # conf/audit-verify checks.
+#
+# The log phase runs after the response is sent, and for a request with a
+# body only once the client has closed (nginx's lingering close), so each
+# check first waits for the record it looks at (by_id, wait_for).
 
 use strict;
 use warnings;
@@ -12,9 +16,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use IO::Select;
 use IO::Socket::INET;
 use JSON::XS ();
-use Time::HiRes qw(sleep);
 use Welby::Nginx qw(http_req parse_response);
 use Welby::JWT qw(gen_key jwt write_jwks);
 
@@ -38,6 +42,8 @@ http {
                  audience=https://fhir.test;
     welby_audit_log %%TESTDIR%%/audit.log;
     welby_audit_log %%TESTDIR%%/buffered.log buffer=64k flush=1s;
+    welby_audit_log %%TESTDIR%%/held.log buffer=64k;
+    welby_audit_log %%TESTDIR%%/gone.log;
     welby_audit_node gw-test;
     welby_audit_query_key %%TESTDIR%%/query.key;
 
@@ -88,7 +94,7 @@ EOF
 my $silent = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1',
     LocalPort => $t->port(8083), ReuseAddr => 1) or die "silent: $!";
 
-$t->run()->plan(34);
+$t->run()->plan(40);
 
 my $tok = jwt(key => $key, set => { iss => 'https://issuer.test',
     aud => 'https://fhir.test', sub => 'nurse-7', jti => 'jti-audit-1' });
@@ -107,9 +113,22 @@ sub records {
     return @r;
 }
 
+# the records of a request id in audit.log, once there is one (up to 10 s)
 sub by_id {
     my ($id) = @_;
-    return grep { ($_->{id} // '') eq $id } records();
+    my @a;
+    $t->wait_for(sub {
+        @a = grep { ($_->{id} // '') eq ($id // '-') } records();
+        return scalar @a;
+    });
+    return @a;
+}
+
+sub ids { return join ' ', map { $_->{id} // '-' } @_ }
+
+sub verify {
+    my $out = `$FindBin::Bin/../conf/audit-verify @_ 2>&1`;
+    return ($? >> 8, $out);
 }
 
 # an allowed request, with a query that holds health data
@@ -162,6 +181,7 @@ is(($a[0] || {})->{outcome} . '/' . (($a[0] || {})->{http}{status} // ''),
 my $before = () = records();
 $r = req(uri => '/redirected/x', headers => ["Authorization: Bearer $tok"]);
 is($r->status, 200, 'error_page redirect served by the fallback location');
+by_id($r->header('X-Request-Id'));
 is(scalar(records()) - $before, 1, 'internal redirect: exactly one record');
 
 # a client that gives up while the backend thinks: one record, 499
@@ -170,32 +190,39 @@ my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port(8080))
     or die "connect: $!";
 print $c "GET /silent/x HTTP/1.1\r\nHost: localhost\r\n"
     . "X-Request-Id: abort-1\r\n\r\n";
-sleep 0.5;
+# the backend thinks once nginx has connected to it
+my $thinking = IO::Select->new($silent)->can_read(10) ? $silent->accept
+    : undef;
 close $c;
-my @abort;
-for (1 .. 30) {
-    @abort = by_id('abort-1');
-    last if @abort;
-    sleep 0.1;
-}
+my @abort = by_id('abort-1');
+close $thinking if $thinking;
 is(scalar @abort, 1, 'client abort: one record');
 is(($abort[0] || {})->{http}{status}, 499,
     'client abort: status 499, as nginx logs it');
 
 # a location without welby: no record
 
+# nginx serves one connection after the other: once the record of the
+# welby request sent next is there, one for /open/x would be too
 $before = () = records();
 req(uri => '/open/x');
-is(scalar(records()) - $before, 0, 'a location without welby: no record');
+$r = req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]);
+by_id($r->header('X-Request-Id'));
+my @since = records();
+is(ids(@since[$before .. $#since]), $r->header('X-Request-Id'),
+    'a location without welby: no record (only the next request has one)');
 
 # nothing of the request's secrets or health data
 
 my $secret_tok = jwt(key => $key, set => { iss => 'https://issuer.test',
     aud => 'https://fhir.test', sub => 'u9', jti => 'jti-2' });
-req(uri => '/Patient?name=Yamada-Hanako&birthdate=1980-02-03',
+$r = req(uri => '/Patient?name=Yamada-Hanako&birthdate=1980-02-03',
     method => 'POST', body => '{"resourceType":"Patient","secret":"BODY-PHI"}',
     headers => ["Authorization: Bearer $secret_tok",
         'Content-Type: application/fhir+json', 'Cookie: sid=COOKIE-VALUE']);
+# (a request with a body: its record comes after the client has closed)
+is(scalar(by_id($r->header('X-Request-Id'))), 1,
+    'the request with secrets has its record, which the checks below read');
 # (the error log is read above the debug level: debug logs everything, and
 # is for development only)
 my @entries = split /\n(?=\d{4}\/\d\d\/\d\d )/, $t->read_file('error.log');
@@ -213,60 +240,105 @@ is(sprintf('%o', (stat "$d/audit.log")[2] & 07777), '600',
     'the audit log is owner-only (0600)');
 is(scalar(grep { $_->{bad} } records()), 0, 'every line is valid JSON');
 
-my $n = () = records();
-my @buffered = records('buffered.log');
-ok(@buffered < $n, 'the buffered sink holds records back');
-# the flush timer fires after a second; a loaded machine may run it late
-for (1 .. 50) {
-    sleep 0.1;
+# every request's record is in audit.log now (the last one's was waited for)
+my @all = records();
+my $n = @all;
+is(scalar(records('held.log')), 0,
+    "buffer=64k without flush: none of the $n records written yet");
+# the flush timer fires a second after the first record; a loaded
+# machine may run it late
+my @buffered;
+$t->wait_for(sub {
     @buffered = records('buffered.log');
-    last if @buffered == $n && $_ >= 10;
-}
-is(scalar @buffered, $n, 'flush=1s: after a second it has them all');
+    return @buffered >= $n;
+});
+is(ids(@buffered), ids(@all), 'flush=1s: the timer writes them all, in order');
 
-my $out = `$FindBin::Bin/../conf/audit-verify $d/audit.log 2>&1`;
-is($? >> 8, 0, 'audit-verify: the chain of the file is intact') or diag $out;
+my ($rc, $out) = verify("$d/audit.log");
+ok($rc == 0 && $out =~ /audit\.log: ok, $n records, 1 stream$/m,
+    "audit-verify: the chain of the file is intact, $n records")
+    or diag $out;
 
-# reopen, as logrotate does it
+# reopen, as logrotate does it; held.log is not renamed, so its worker
+# reopens the same file
 
-rename "$d/audit.log", "$d/audit.log.1";
-kill 'USR1', $t->read_file('nginx.pid') =~ /(\d+)/;
-sleep 0.5;
+rename "$d/audit.log", "$d/audit.log.1" or die "rename: $!";
+$t->reopen() or diag('no "reopening logs" from the master and the worker');
 $r = req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]);
-my @new = records('audit.log');
-is(scalar(grep { ($_->{id} // '') eq $r->header('X-Request-Id') } @new), 1,
+is(ids(by_id($r->header('X-Request-Id'))), $r->header('X-Request-Id'),
     'after USR1 the record goes to the new file');
 is(sprintf('%o', (stat "$d/audit.log")[2] & 07777), '600',
     'the new file is owner-only too');
-$out = `$FindBin::Bin/../conf/audit-verify $d/audit.log $d/audit.log.1 2>&1`;
-is($? >> 8, 0, 'audit-verify: old and new files both intact') or diag $out;
+is(ids(records('held.log')), ids(@all),
+    'the reopen wrote what the buffer without flush held, and no more');
+($rc, $out) = verify("$d/audit.log", "$d/audit.log.1");
+ok($rc == 0 && $out =~ /audit\.log: ok, 1 record, 1 stream$/m
+    && $out =~ /audit\.log\.1: ok, $n records, 1 stream$/m,
+    'audit-verify: old and new files both intact') or diag $out;
 
 # the verifier finds a removed line and an edited one
 
 my @lines = split /^/, $t->read_file('audit.log.1');
 $t->write_file('removed.log', join '', @lines[0 .. 2], @lines[4 .. $#lines]);
-$out = `$FindBin::Bin/../conf/audit-verify $d/removed.log 2>&1`;
-is($? >> 8, 1, 'audit-verify: a removed line breaks the chain');
+($rc, $out) = verify("$d/removed.log");
+is($rc, 1, 'audit-verify: a removed line breaks the chain');
 my $edited = $lines[2];
 $edited =~ s/"seq":(\d+)/'"seq":' . ($1 + 100)/e;
 $t->write_file('edited.log', join '', @lines[0 .. 1], $edited,
     @lines[3 .. $#lines]);
-$out = `$FindBin::Bin/../conf/audit-verify $d/edited.log 2>&1`;
-is($? >> 8, 1, 'audit-verify: an edited line breaks the chain');
+($rc, $out) = verify("$d/edited.log");
+is($rc, 1, 'audit-verify: an edited line breaks the chain');
+
+# a file with no record has nothing to check: not "intact"
+
+$t->write_file('empty.log', '');
+($rc, $out) = verify("$d/empty.log", "$d/audit.log");
+ok($rc == 2 && $out =~ /empty\.log: no records/,
+    'audit-verify: a file with no record fails (exit 2, "no records")')
+    or diag "exit $rc: $out";
+($rc, $out) = verify('--allow-empty', "$d/empty.log", "$d/audit.log");
+is($rc, 0, 'audit-verify --allow-empty: accepts it') or diag $out;
+
+# a file deleted, then two reopens without a record: the second new file
+# may get the deleted file's inode number (the first was created while
+# the deleted one was still open), and still starts its own chain
+
+my $gone_ino = (stat "$d/gone.log")[1];
+unlink "$d/gone.log" or die "unlink: $!";
+$t->reopen() or diag('reopen: no "reopening logs" from every process');
+req(uri => '/open/x');     # the worker is done reopening (no record)
+rename "$d/gone.log", "$d/gone.log.1" or die "rename: $!";
+$t->reopen() or diag('reopen: no "reopening logs" from every process');
+$r = req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]);
+by_id($r->header('X-Request-Id'));
+SKIP: {
+    skip 'the file system gave the new file another inode number', 1
+        unless (stat "$d/gone.log")[1] == $gone_ino;
+    ($rc, $out) = verify("$d/gone.log");
+    ok($rc == 0 && $out =~ /gone\.log: ok, 1 record, 1 stream$/m,
+        'a new file with a deleted file\'s inode number: a new chain')
+        or diag $out;
+}
 
 # five reopens without a record in between: the files may get back the
 # descriptor numbers the worker last wrote to, and still start new chains
 
-for my $n (2 .. 6) {
-    rename "$d/$_", "$d/$_.$n" for 'audit.log', 'buffered.log';
-    kill 'USR1', $t->read_file('nginx.pid') =~ /(\d+)/;
-    sleep 0.3;
+for my $k (2 .. 6) {
+    for my $f ('audit.log', 'buffered.log') {
+        rename "$d/$f", "$d/$f.$k" or die "rename $f: $!";
+    }
+    $t->reopen() or diag("reopen $k: no \"reopening logs\" from every "
+        . 'process');
 }
-req(uri => '/Patient/p1', headers => ["Authorization: Bearer $tok"]) for 1 .. 2;
-sleep 1.5;
-$out = `$FindBin::Bin/../conf/audit-verify $d/audit.log $d/buffered.log 2>&1`;
-is($? >> 8, 0, 'after five quiet reopens the new files start their own '
-    . 'chains') or diag $out;
+my @two = map { req(uri => '/Patient/p1', headers =>
+    ["Authorization: Bearer $tok"])->header('X-Request-Id') } 1 .. 2;
+by_id($two[1]);
+$t->wait_for(sub { records('buffered.log') >= 2 });
+($rc, $out) = verify("$d/audit.log", "$d/buffered.log");
+ok($rc == 0 && $out =~ /audit\.log: ok, 2 records, 1 stream$/m
+    && $out =~ /buffered\.log: ok, 2 records, 1 stream$/m,
+    'after five quiet reopens the new files start their own chains')
+    or diag $out;
 
 # a stop writes what the buffer holds
 
@@ -275,3 +347,12 @@ $t->stop();
 is(scalar(grep { ($_->{id} // '') eq $r->header('X-Request-Id') }
     records('buffered.log')), 1,
     'nginx stopped at once: the buffered record is in the file');
+
+# held.log was reopened six times and never renamed: one chain throughout
+
+my $total = 0;
+$total += records($_) for grep { m{/audit\.log[.\d]*$} } glob("$d/audit.log*");
+($rc, $out) = verify("$d/held.log");
+ok($rc == 0 && $out =~ /held\.log: ok, $total records, 1 stream$/m,
+    "reopens of the same file go on with its chain ($total records)")
+    or diag $out;

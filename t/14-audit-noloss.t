@@ -3,11 +3,12 @@
 # The audit trail loses nothing and invents nothing under load: N requests
 # (WELBY_NOLOSS_N, default 20000) over 64 concurrent connections, allowed,
 # refused and upstream errors mixed, while nginx (two workers) is reloaded
-# five times and its files reopened twice.  Each of the two sinks, one
-# unbuffered and one with buffer=64k flush=1s, must then hold, over its
-# current and rotated files, exactly one valid JSON record for every
-# request the clients got an answer to, with the status they saw, and
-# nothing else; and every file's hash chains must be intact.
+# five times and its files reopened twice, one event after the other.
+# Each of the two sinks, one unbuffered and one with buffer=64k flush=1s,
+# must then hold, over its current and rotated files, exactly one valid
+# JSON record for every request the clients got an answer to, with the
+# status they saw, and nothing else; and every file's hash chains must be
+# intact.
 #
 # Each request carries its own X-Request-Id (a FHIR id, which the gateway
 # keeps) and Connection: close, so what nginx received is what was
@@ -151,10 +152,34 @@ sub one {
     return ($status, $rid // '');
 }
 
+# Seven events (five reloads and two reopens, as logrotate does them:
+# rename, then USR1) at requests N/8, 2N/8, ..., spaced by requests
+# answered, not by time.  The half phase before event k's place waits for
+# the file start-k, which the parent writes as the event begins, once
+# every earlier request is answered; what comes after waits for done-k,
+# written once the event has finished.  So each event has requests sent
+# while it runs, and requests before and after it, however fast the
+# clients and however slow a reload.
+my @events = qw(reload reload reopen reload reopen reload reload);
+my $PHASE = $N / (@events + 1);
+
+# the file request $i waits for, or undef
+sub gate_of {
+    my ($i) = @_;
+    my $k = int($i / $PHASE);
+    return "start-" . ($k + 1)
+        if $k < @events && $i >= ($k + 1) * $PHASE - $PHASE / 2;
+    return $k ? "done-$k" : undef;
+}
+
+# the number of requests before event k's start gate (k from 1)
+sub before_event { return POSIX::ceil($_[0] * $PHASE - $PHASE / 2) }
+
 # The clients: child c sends requests c, c + 64, ...  A request without a
 # response is written down as such and sent again under a new id.  Each
 # child writes "id kind status response-id" lines (status "-" for no
-# response) and a byte to the progress pipe per request.
+# response) and a byte to the progress pipe per request, once its gate
+# (gate_of) is there.
 pipe(my $progress_r, my $progress_w) or die "pipe: $!\n";
 
 my $started = time();
@@ -171,6 +196,13 @@ for my $c (0 .. $CONNS - 1) {
         open my $out, '>', "$d/client-$c.tsv" or POSIX::_exit(2);
 
         for (my $i = $c; $i < $N; $i += $CONNS) {
+            my $gate = gate_of($i);
+            my $deadline = time() + 120;
+            until (!defined $gate || -e "$d/$gate") {
+                POSIX::_exit(3) if time() > $deadline;
+                sleep 0.01;
+            }
+
             my $k = $i % @KINDS;
             for my $try (0 .. 5) {
                 my $id = "t14-$c-$i" . ($try ? "-r$try" : '');
@@ -191,17 +223,19 @@ for my $c (0 .. $CONNS - 1) {
 
 close $progress_w;
 
-# Meanwhile: five reloads and two reopens (logrotate: rename, then USR1),
-# spread over the run by the clients' progress.
-my @events = qw(reload reload reopen reload reopen reload reload);
-my ($progress, $reloads_ok, $rotation, @done_at) = (0, 0, 0);
+# Meanwhile, the events.  reload() returns once the new workers have
+# started, reopen() once the master and both current workers have
+# reopened: a USR1 that reached the master together with a HUP would be
+# inherited by the new workers, which then reopen before the master has
+# made the new files theirs (and fail, as nobody may create them).
+my ($progress, $reloads_ok, $reopens_ok, $rotation) = (0, 0, 0, 0);
+my (@done_at, @during);
 my $sel = IO::Select->new($progress_r);
 
 while (1) {
-    if (@done_at < @events
-        && $progress >= $N * (@done_at + 1) / (@events + 1))
-    {
+    if (@done_at < @events && $progress >= before_event(@done_at + 1)) {
         my $e = $events[@done_at];
+        $t->write_file('start-' . (@done_at + 1), '');
 
         if ($e eq 'reload') {
             $reloads_ok++ if $t->reload();
@@ -211,10 +245,20 @@ while (1) {
             for my $f ('audit.log', 'buffered.log') {
                 rename "$d/$f", "$d/$f.$rotation" or die "rename $f: $!\n";
             }
-            kill 'USR1', $t->read_file('nginx.pid') =~ /(\d+)/;
+            $reopens_ok++ if $t->reopen();
+        }
+
+        # what was answered while the event ran
+        my $during = 0;
+        while ($sel->can_read(0)) {
+            my $n = sysread($progress_r, my $buf, 4096) or last;
+            $during += $n;
         }
 
         push @done_at, $progress;
+        push @during, $during;
+        $progress += $during;
+        $t->write_file('done-' . scalar(@done_at), '');
         next;
     }
 
@@ -232,14 +276,18 @@ for my $pid (@children) {
 
 my $elapsed = time() - $started;
 diag(sprintf('%d requests over %d connections in %.1f s (%.0f req/s); '
-    . 'events at requests %s', $N, $CONNS, $elapsed, $N / $elapsed,
-    join(', ', map { "$events[$_] $done_at[$_]" } 0 .. $#done_at)));
+    . 'events at requests %s (answered while it ran)', $N, $CONNS,
+    $elapsed, $N / $elapsed,
+    join(', ', map { "$events[$_] $done_at[$_] ($during[$_])" }
+        0 .. $#done_at)));
 
 is($failed_children, 0, 'every client process finished its share');
-is(scalar(@done_at) . " $reloads_ok $rotation", '7 5 2',
-    'five reloads (each started new workers) and two reopens were done');
-ok(@done_at && $done_at[-1] < $N,
-    'all of them while requests were still being sent');
+is(scalar(@done_at) . " $reloads_ok $reopens_ok", '7 5 2',
+    'five reloads (each started new workers) and two reopens (each seen '
+    . 'by every worker) were done');
+is("@done_at", join(' ', map { before_event($_) } 1 .. @events),
+    'each of them after the requests before its place, with the rest '
+    . 'still to be sent');
 
 # what the clients saw
 

@@ -15,7 +15,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::PP;
-use Time::HiRes qw(sleep);
 use Welby::Nginx qw(http_req parse_response);
 use Welby::PKI;
 
@@ -230,10 +229,16 @@ sub audit {
     return @a == 1 ? $a[0] : { count => scalar @a };
 }
 
-# did a request with this id reach a backend?
+# did a request with this id reach a backend?  A request sent to the
+# backend afterwards, once in its log, shows that the backend has logged
+# whatever came before (a request with a body is logged only after its
+# lingering close)
+my $barrier = 0;
 sub reached_backend {
     my ($id) = @_;
-    sleep 0.1;
+    my $mark = 'barrier-' . ++$barrier;
+    http_req(port => $t->port(8081), headers => ["X-Request-Id: $mark"]);
+    $t->wait_for_log(qr/^\Q$mark\E /, 10, 'backend.log');
     return scalar grep { /^\Q$id\E / } split /\n/, $t->read_file('backend.log');
 }
 

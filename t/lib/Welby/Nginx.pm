@@ -504,9 +504,13 @@ sub stop {
 
 =head2 reload()
 
-Sends HUP to the master and waits (up to 10s) until new worker processes
-have been started.  Returns true on success, false on timeout (e.g. the
-new configuration was rejected).
+Sends HUP to the master and waits (up to 10s) until the new worker
+processes have been started and every old one has logged "gracefully
+shutting down" (or exited): it closes its listening sockets right then,
+so from then on every new connection is served with the new
+configuration.  (nginx signals the old workers only 100 ms after it has
+started the new ones.)  Returns true on success, false on timeout (e.g.
+the new configuration was rejected).
 
 =cut
 
@@ -514,23 +518,113 @@ sub reload {
     my ($self) = @_;
     my $pid = $self->{pid} or die "nginx is not running\n";
 
-    my $count = sub {
-        my $n = () = $self->read_file('error.log') =~ /start worker process \d+/g;
-        return $n;
-    };
+    my $log = $self->read_file('error.log');
+    my @old = $self->_workers($log);
+    my $before = () = $log =~ /start worker process \d+/g;
 
-    my $before = $count->();
     kill 'HUP', $pid;
 
-    my $deadline = time() + 10;
-    while (time() < $deadline) {
-        if ($count->() > $before) {
-            sleep 0.1;      # let the new worker get to its event loop
-            return 1;
-        }
+    return $self->wait_for_file('error.log', sub {
+        my $n = () = $_[0] =~ /start worker process \d+/g;
+        return $n >= $before + @old && !grep {
+            $_[0] !~ /\] $_#\d+: gracefully shutting down$
+                      |worker\ process\ $_\ exited/mx } @old;
+    });
+}
+
+# the current workers: the last worker_processes started, as logged
+sub _workers {
+    my ($self, $log) = @_;
+    my ($n) = $self->read_file('nginx.conf')
+        =~ /^\s*worker_processes\s+(\d+);/m;
+    my @workers = $log =~ /start worker process (\d+)/g;
+    splice(@workers, 0, @workers - ($n // 1)) if @workers > ($n // 1);
+    return @workers;
+}
+
+=head2 reopen()
+
+What logrotate does after renaming the files: sends USR1 to the master
+and waits (up to 10 s) until the master and every current worker (the
+last worker_processes started) have logged "reopening logs".  A worker
+logs it just before it reopens its files, and serves nothing in between,
+so a request sent after reopen() returns is written to the new files.
+Returns true on success, false on timeout.
+
+=cut
+
+sub reopen {
+    my ($self) = @_;
+    my $pid = $self->{pid} or die "nginx is not running\n";
+
+    my $log = $self->read_file('error.log');
+    my @workers = $self->_workers($log);
+    my $from = length $log;
+
+    kill 'USR1', $pid;
+
+    return $self->wait_for_file('error.log', sub {
+        my $new = substr($_[0], $from);
+        return !grep { $new !~ /^\S+ \S+ \[notice\] $_#\d+: reopening logs$/m }
+            $pid, @workers;
+    });
+}
+
+=head2 wait_for($cond, [$timeout])
+
+Calls $cond every 50 ms until it returns true, for at most $timeout
+seconds (default 10), and returns its last value: the way to wait for
+something nginx does after a response (the log phase of a request whose
+connection lingers, a flush timer, a reopen).  Never a fixed sleep
+before a comparison.
+
+=cut
+
+sub wait_for {
+    my ($self, $cond, $timeout) = @_;
+    my $deadline = time() + ($timeout // 10);
+
+    while (1) {
+        my $v = $cond->();
+        return $v if $v || time() >= $deadline;
         sleep 0.05;
     }
-    return 0;
+}
+
+=head2 wait_for_file($name, $cond, [$timeout])
+
+wait_for() on a file of the test directory: $cond gets its contents
+(read_file) each time.  Returns $cond's last value.
+
+    my @recs;
+    $t->wait_for_file('audit.log', sub {
+        @recs = split /\n/, $_[0];
+        return @recs >= 3;
+    });
+
+=cut
+
+sub wait_for_file {
+    my ($self, $name, $cond, $timeout) = @_;
+    return $self->wait_for(sub { $cond->($self->read_file($name)) },
+        $timeout);
+}
+
+=head2 wait_for_log($re, [$timeout, [$name]])
+
+Waits until error.log (or $name) has a line matching $re.  Returns the
+matching lines (empty on timeout).
+
+=cut
+
+sub wait_for_log {
+    my ($self, $re, $timeout, $name) = @_;
+    my @lines;
+    $self->wait_for_file($name // 'error.log', sub {
+        @lines = grep { /$re/ } split /\n/, $_[0];
+        return scalar @lines;
+    }, $timeout);
+    return @lines;
 }
 
 =head2 plan($n)
