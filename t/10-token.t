@@ -1073,7 +1073,7 @@ is($c, 0, 'nginx -t accepts a valid welby_issuer (control for the '
     . 'errors below)') or diag($out);
 
 bad_keys('a missing keys file', 'missing.jwks', undef,
-    qr/^cannot open: No such file or directory\z/);
+    qr/^open\(\) failed \(2: No such file or directory\)\z/);
 bad_keys('a malformed JWKS', 'broken.jwks', '{"keys": [{"kty": "EC",',
     qr/^invalid JSON at line 1: /);
 bad_keys('an RSA key of 1024 bits', 'rsa1024.jwks',
