@@ -236,9 +236,13 @@ SKIP: {
         'so it is reloaded once, not twice');
 }
 
-# a broken list touched: read, the same content, not refused again
+# a broken list touched: read, the same content, not refused again.
+# Renamed into place: written in place, the worker may read the empty
+# file between open(O_TRUNC) and write(), a valid list of no entries,
+# which would then stay in force behind the broken one.
 $at = log_size();
-put($REV, "jti revoked-0\nkid $J2\n");
+put("$REV.new", "jti revoked-0\nkid $J2\n");
+rename("$REV.new", $REV) or die "rename: $!\n";
 ok(seen($at, qr/\[error\].*$RL not reloaded/),
     'a broken list is refused again');
 
