@@ -12,6 +12,7 @@
 
 #include "welby_reason.h"
 #include "welby_fhir.h"
+#include "welby_name.h"
 #include "welby_jose.h"
 #include "welby_jwk.h"
 #include "welby_revoke.h"
