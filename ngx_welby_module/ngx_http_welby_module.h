@@ -184,6 +184,7 @@ typedef struct {
     ngx_flag_t                  certificate_check;
     ngx_flag_t                  protected;      /* a welby_tls location */
     ngx_flag_t                  client_cert;    /* a welby_client_cert one */
+    ngx_flag_t                  header_warned;  /* header settings warned */
 } ngx_http_welby_srv_conf_t;
 
 

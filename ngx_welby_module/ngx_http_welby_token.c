@@ -1584,11 +1584,12 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
                 continue;
             }
 
+            /* X_Token is X-Token to a FastCGI backend: a second one */
+
             if (wlcf->token == NGX_HTTP_WELBY_TOKEN_HEADER
-                && h[i].key.len == wlcf->token_name.len
-                && ngx_strncasecmp(h[i].key.data, wlcf->token_name.data,
-                                   h[i].key.len)
-                   == 0)
+                && welby_header_name_eq(h[i].key.data, h[i].key.len,
+                                        wlcf->token_name.data,
+                                        wlcf->token_name.len))
             {
                 nsrc++;
                 *token = h[i].value;
