@@ -1536,7 +1536,6 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
     ngx_http_welby_loc_conf_t *wlcf, ngx_str_t *token)
 {
     u_char           *p, *last;
-    ngx_str_t         value;
     ngx_uint_t        i, nauth, nsrc, nbearer;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -1607,7 +1606,12 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_arg(r, (u_char *) "access_token", 12, &value) == NGX_OK) {
+    /*
+     * Backends decode parameter names before they look them up, so
+     * "access%5Ftoken" is a token too (welby_query_name_is()).
+     */
+
+    if (welby_query_count(r->args.data, r->args.len, "access_token")) {
         if (nbearer || nsrc) {
             return WELBY_REASON_TOKEN_AMBIGUOUS;
         }
