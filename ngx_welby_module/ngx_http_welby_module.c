@@ -366,7 +366,13 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
 
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+        /*
+         * At notice: an error log at info also gets the lines nginx
+         * itself writes with request headers in them (a duplicate
+         * Authorization header, tokens and all).
+         */
+
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                       "welby: refused id:%V step:%V reason:%s",
                       &ctx->request_id, &step->name, reason->code);
 
