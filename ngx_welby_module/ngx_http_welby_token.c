@@ -1611,7 +1611,9 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
      * "access%5Ftoken" is a token too (welby_query_name_is()).
      */
 
-    if (welby_query_count(r->args.data, r->args.len, "access_token")) {
+    if (welby_query_count(r->args.data, r->args.len,
+                          (u_char *) "access_token", 12))
+    {
         if (nbearer || nsrc) {
             return WELBY_REASON_TOKEN_AMBIGUOUS;
         }
@@ -1635,11 +1637,17 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
 }
 
 
-/* Counts the cookies of that name in one Cookie header; the last wins. */
+/*
+ * Counts the cookies of that name in one Cookie header; the last wins.
+ * A name is compared as backends read it (welby_query_name_is()): PHP
+ * percent-decodes cookie names like query names, so "a%74" is "at" to
+ * it, and parsers trim the blanks around a name and, after RFC 2109,
+ * also split on ','.
+ */
 static ngx_int_t
 ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name, ngx_str_t *value)
 {
-    u_char      *p, *last, *start, *eq, *end;
+    u_char      *p, *last, *start, *eq, *end, *name_end;
     ngx_uint_t   n;
 
     n = 0;
@@ -1648,27 +1656,42 @@ ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name, ngx_str_t *value)
 
     while (p < last) {
 
-        while (p < last && (*p == ' ' || *p == ';')) {
+        while (p < last
+               && (*p == ' ' || *p == '\t' || *p == ';' || *p == ','))
+        {
             p++;
         }
 
         start = p;
-        end = ngx_strlchr(p, last, ';');
-        if (end == NULL) {
-            end = last;
+
+        for (end = p; end < last && *end != ';' && *end != ','; end++) {
+            /* void */
         }
 
         eq = ngx_strlchr(start, end, '=');
 
-        if (eq && (size_t) (eq - start) == name->len
-            && ngx_strncmp(start, name->data, name->len) == 0)
-        {
-            n++;
-            value->data = eq + 1;
-            value->len = end - value->data;
+        if (eq) {
+            for (name_end = eq;
+                 name_end > start
+                 && (name_end[-1] == ' ' || name_end[-1] == '\t');
+                 name_end--)
+            {
+                /* void */
+            }
 
-            while (value->len && value->data[value->len - 1] == ' ') {
-                value->len--;
+            if (welby_query_name_is(start, name_end - start, name->data,
+                                    name->len))
+            {
+                n++;
+                value->data = eq + 1;
+                value->len = end - value->data;
+
+                while (value->len
+                       && (value->data[value->len - 1] == ' '
+                           || value->data[value->len - 1] == '\t'))
+                {
+                    value->len--;
+                }
             }
         }
 

@@ -103,10 +103,11 @@ welby_query_decode(unsigned char *dst, size_t cap, const unsigned char *src,
 
 int
 welby_query_name_is(const unsigned char *name, size_t len,
-    const char *target)
+    const unsigned char *target, size_t target_len)
 {
-    int     c, leading;
-    size_t  i, k;
+    int            c, leading;
+    size_t         i, k;
+    unsigned char  t;
 
     i = 0;
     k = 0;
@@ -126,7 +127,7 @@ welby_query_name_is(const unsigned char *name, size_t len,
 
         leading = 0;
 
-        if (target[k] == '\0') {
+        if (k == target_len) {
             return c == -1 || c == '[';
         }
 
@@ -138,12 +139,18 @@ welby_query_name_is(const unsigned char *name, size_t len,
             c |= 0x20;
         }
 
-        if (target[k] == '_') {
+        t = target[k];
+
+        if (t >= 'A' && t <= 'Z') {
+            t |= 0x20;
+        }
+
+        if (t == '_') {
             if (c != '_' && c != '.' && c != ' ' && c != '[') {
                 return 0;
             }
 
-        } else if (c != (unsigned char) target[k]) {
+        } else if (c != t) {
             return 0;
         }
 
@@ -153,7 +160,8 @@ welby_query_name_is(const unsigned char *name, size_t len,
 
 
 size_t
-welby_query_count(const unsigned char *args, size_t len, const char *target)
+welby_query_count(const unsigned char *args, size_t len,
+    const unsigned char *target, size_t target_len)
 {
     size_t               pos, n;
     welby_query_param_t  param;
@@ -162,7 +170,8 @@ welby_query_count(const unsigned char *args, size_t len, const char *target)
     pos = 0;
 
     while (welby_query_next(args, len, &pos, &param)) {
-        n += welby_query_name_is(param.name, param.name_len, target);
+        n += welby_query_name_is(param.name, param.name_len, target,
+                                 target_len);
     }
 
     return n;

@@ -55,20 +55,21 @@ size_t welby_query_decode(unsigned char *dst, size_t cap,
     const unsigned char *src, size_t len);
 
 /*
- * 1 when a backend could take the raw name for the parameter target
- * (lowercase ASCII letters, digits and '_'), 0 otherwise.  The raw name
- * is percent-decoded first and then compared without ASCII case (ASP.NET
- * looks parameters up that way).  PHP's mangling is followed too: leading
- * spaces are dropped, a '.', a space (from '+' or "%20") and a '[' all
- * become '_', a decoded NUL ends the name, and "target[...]" is target
- * as an array.  So "access%5Ftoken", "ACCESS_TOKEN", "access.token",
- * "access+token" and "access_token[]" are all access_token.
+ * 1 when a backend could take the raw name (a query parameter's or a
+ * cookie's) for target, 0 otherwise.  The raw name is percent-decoded
+ * first, then compared without ASCII case (ASP.NET looks parameters up
+ * that way; for a cookie, it errs on the side of a second token).  PHP's
+ * mangling is followed too: leading spaces are dropped, a '.', a space
+ * (from '+' or "%20") and a '[' are each taken for a '_' of target, a
+ * decoded NUL ends the name, and "target[...]" is target as an array.
+ * So "access%5Ftoken", "ACCESS_TOKEN", "access.token", "access+token" and
+ * "access_token[]" are all access_token.
  */
 int welby_query_name_is(const unsigned char *name, size_t len,
-    const char *target);
+    const unsigned char *target, size_t target_len);
 
 /* the number of parameters of the query that welby_query_name_is() */
 size_t welby_query_count(const unsigned char *args, size_t len,
-    const char *target);
+    const unsigned char *target, size_t target_len);
 
 #endif /* WELBY_NAME_H */

@@ -18,6 +18,8 @@
 #include "welby_name.h"
 
 
+#define AT  (const unsigned char *) "access_token", sizeof("access_token") - 1
+
 static void
 fastcgi_name(unsigned char *dst, const unsigned char *src, size_t len)
 {
@@ -173,13 +175,13 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
         next++;
 
-        if (welby_query_name_is(p.name, p.name_len, "access_token")
+        if (welby_query_name_is(p.name, p.name_len, AT)
             != php_is(p.name, p.name_len, "access_token"))
         {
             abort();
         }
 
-        cnt += welby_query_name_is(p.name, p.name_len, "access_token");
+        cnt += welby_query_name_is(p.name, p.name_len, AT);
 
         if (welby_query_decode(NULL, 0, p.name, p.name_len) > p.name_len) {
             abort();
@@ -189,7 +191,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     }
 
     if (n == 0 || next != size + 1
-        || cnt != welby_query_count(data, size, "access_token"))
+        || cnt != welby_query_count(data, size, AT))
     {
         abort();
     }

@@ -29,7 +29,8 @@ static int
 qis(const char *name, const char *target)
 {
     return welby_query_name_is((const unsigned char *) name, strlen(name),
-                               target);
+                               (const unsigned char *) target,
+                               strlen(target));
 }
 
 
@@ -37,7 +38,7 @@ static size_t
 qcount(const char *args, const char *target)
 {
     return welby_query_count((const unsigned char *) args, strlen(args),
-                             target);
+                             (const unsigned char *) target, strlen(target));
 }
 
 
@@ -121,7 +122,7 @@ main(void)
            "a trailing separator");
     params(buf, sizeof(buf), "");
     is_str(buf, "|-;", "an empty query is one empty parameter");
-    ok(welby_query_count(NULL, 0, "a") == 0, "a NULL query has none");
+    ok(welby_query_count(NULL, 0, S("a")) == 0, "a NULL query has none");
 
     decode(buf, sizeof(buf), "access%5Ftoken");
     is_str(buf, "access_token", "%%5F decodes to '_'");
@@ -163,6 +164,12 @@ main(void)
        "a double-encoded '_' decodes once");
     ok(!qis("", "access_token"), "an empty name");
     ok(!qis("%00access_token", "access_token"), "a NUL first");
+    ok(qis("a%74", "at") && qis("AT", "at") && qis("at", "AT"),
+       "a short target, encoded, either side in upper case");
+    ok(qis("__Host-at", "__host-AT") && !qis("__Host_at", "__Host-at"),
+       "a target with '-': compared as it is, no '_' for it");
+    ok(qis("x.y", "x_y") && !qis("x_y", "x.y"),
+       "'.' stands for a '_' of the target, not the other way round");
 
     ok(qcount("a=1&access_token=x&b=2", "access_token") == 1, "one");
     ok(qcount("a=1;access%5Ftoken=x", "access_token") == 1,
