@@ -1090,6 +1090,7 @@ ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_welby_loc_conf_t *wlcf = conf;
 
+    u_char       c;
     ngx_str_t   *value, *name;
     ngx_uint_t   i, k;
 
@@ -1112,9 +1113,20 @@ ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (value[i].len == 0
-            || ngx_strlchr(value[i].data, value[i].data + value[i].len, ':'))
-        {
+        /* a quoted "A B" would silently match nothing */
+
+        for (k = 0; k < value[i].len; k++) {
+            c = value[i].data[k];
+
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || (c >= '0' && c <= '9')
+                  || (c != '\0' && ngx_strchr("!#$%&'*+-.^_`|~", c))))
+            {
+                break;
+            }
+        }
+
+        if (value[i].len == 0 || k < value[i].len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid header name \"%V\"", &value[i]);
             return NGX_CONF_ERROR;

@@ -317,6 +317,15 @@ for my $h (qw(Host host Content-Length content_length Transfer-Encoding)) {
         "nginx -t refuses welby_strip_header $h") or diag($out);
 }
 
+for my $h ('X-A X-B', 'X-A,X-B', 'X-A:', "X-\xc3\xa9") {
+    (my $f = $h) =~ s/[^A-Za-z-]/_/g;
+    my ($code, $out) = conf_test("bad-$f.conf",
+        "welby on; welby_strip_header \"$h\";");
+    ok($code != 0 && $out =~ /\[emerg\] invalid header name "\Q$h\E"/,
+        "nginx -t refuses the header name \"$h\" (not a token)")
+        or diag($out);
+}
+
 my ($code, $tout) = conf_test('unprotected.conf',
     'underscores_in_headers on; ignore_invalid_headers off;');
 ok($code == 0 && $tout !~ /welby: server/,
