@@ -29,12 +29,17 @@ static ngx_int_t ngx_http_welby_request_id(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static ngx_uint_t ngx_http_welby_header_match(ngx_table_elt_t *h,
     ngx_array_t *names, ngx_str_t *prefix);
+static void ngx_http_welby_forget_header(ngx_http_request_t *r,
+    ngx_table_elt_t *h);
 static ngx_int_t ngx_http_welby_refuse(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_welby_merge_strip(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
+static void ngx_http_welby_header_warn(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_welby_init_module(ngx_cycle_t *cycle);
@@ -361,7 +366,13 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
 
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+        /*
+         * At notice: an error log at info also gets the lines nginx
+         * itself writes with request headers in them (a duplicate
+         * Authorization header, tokens and all).
+         */
+
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                       "welby: refused id:%V step:%V reason:%s",
                       &ctx->request_id, &step->name, reason->code);
 
@@ -718,10 +729,11 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 
 /*
  * Rebuilds a request header list without the headers named in names or
- * starting with prefix (either may be NULL).  The proxy module sends every
- * element of the list whatever its hash, so a request header has to leave
- * the list; the copy is one part long.  A list with nothing to remove is
- * left as it is.
+ * starting with prefix (either may be NULL), compared as a FastCGI
+ * backend would see them (welby_header_name_eq()).  The proxy module
+ * sends every element of the list whatever its hash, so a request header
+ * has to leave the list; the copy is one part long.  A list with nothing
+ * to remove is left as it is.
  */
 ngx_int_t
 ngx_http_welby_remove_headers(ngx_http_request_t *r, ngx_list_t *headers,
@@ -759,6 +771,11 @@ ngx_http_welby_remove_headers(ngx_http_request_t *r, ngx_list_t *headers,
         for (i = 0; i < part->nelts; i++) {
 
             if (ngx_http_welby_header_match(&h[i], names, prefix)) {
+
+                if (headers == &r->headers_in.headers) {
+                    ngx_http_welby_forget_header(r, &h[i]);
+                }
+
                 continue;
             }
 
@@ -788,8 +805,9 @@ ngx_http_welby_header_match(ngx_table_elt_t *h, ngx_array_t *names,
     ngx_str_t   *name;
     ngx_uint_t   i;
 
-    if (prefix && h->key.len >= prefix->len
-        && ngx_strncasecmp(h->key.data, prefix->data, prefix->len) == 0)
+    if (prefix
+        && welby_header_name_prefix(h->key.data, h->key.len, prefix->data,
+                                    prefix->len))
     {
         return 1;
     }
@@ -801,14 +819,66 @@ ngx_http_welby_header_match(ngx_table_elt_t *h, ngx_array_t *names,
     name = names->elts;
 
     for (i = 0; i < names->nelts; i++) {
-        if (h->key.len == name[i].len
-            && ngx_strncasecmp(h->key.data, name[i].data, name[i].len) == 0)
+        if (welby_header_name_eq(h->key.data, h->key.len, name[i].data,
+                                 name[i].len))
         {
             return 1;
         }
     }
 
     return 0;
+}
+
+
+/*
+ * nginx also points at the known request headers (ngx_http_headers_in[])
+ * from fields of r->headers_in, and $http_x_forwarded_for,
+ * $proxy_add_x_forwarded_for, $cookie_*, the range and not-modified
+ * filters read the field, not the list: a removed header's field is
+ * emptied, found the way nginx found it when it set it.  Every header of
+ * that name leaves the list (the match depends on the name only), so the
+ * whole field goes.
+ */
+static void
+ngx_http_welby_forget_header(ngx_http_request_t *r, ngx_table_elt_t *h)
+{
+    u_char                     *field;
+    ngx_http_header_t          *hh;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (h->lowcase_key == NULL) {
+        return;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+
+    hh = ngx_hash_find(&cmcf->headers_in_hash, h->hash, h->lowcase_key,
+                       h->key.len);
+    if (hh == NULL) {
+        return;
+    }
+
+    field = (u_char *) &r->headers_in + hh->offset;
+
+#if (nginx_version < 1023000)
+
+    /* before 1.23.0 the repeatable ones are arrays of pointers */
+
+    if (hh->offset == offsetof(ngx_http_headers_in_t, cookies)
+#if (NGX_HTTP_X_FORWARDED_FOR)
+        || hh->offset == offsetof(ngx_http_headers_in_t, x_forwarded_for)
+#endif
+       )
+    {
+        ((ngx_array_t *) field)->nelts = 0;
+        return;
+    }
+
+#endif
+
+    /* since 1.23.0 every field heads a list linked by ->next */
+
+    *(ngx_table_elt_t **) field = NULL;
 }
 
 
@@ -1008,15 +1078,28 @@ ngx_http_welby_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* welby_strip_header <name> ...: request headers the backend must not
- * take from the client */
+/*
+ * welby_strip_header <name> ...: request headers the backend must not
+ * take from the client.  nginx has already acted on the Host and the
+ * message framing (Content-Length, Transfer-Encoding) by then, and goes
+ * on relying on them: removing them would leave the backend reading the
+ * request another way.
+ */
 static char *
 ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_welby_loc_conf_t *wlcf = conf;
 
+    u_char       c;
     ngx_str_t   *value, *name;
-    ngx_uint_t   i;
+    ngx_uint_t   i, k;
+
+    static ngx_str_t  kept[] = {
+        ngx_string("Host"),
+        ngx_string("Content-Length"),
+        ngx_string("Transfer-Encoding"),
+        ngx_null_string
+    };
 
     if (wlcf->strip_headers == NULL) {
         wlcf->strip_headers = ngx_array_create(cf->pool, 4,
@@ -1030,12 +1113,35 @@ ngx_http_welby_strip_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (value[i].len == 0
-            || ngx_strlchr(value[i].data, value[i].data + value[i].len, ':'))
-        {
+        /* a quoted "A B" would silently match nothing */
+
+        for (k = 0; k < value[i].len; k++) {
+            c = value[i].data[k];
+
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                  || (c >= '0' && c <= '9')
+                  || (c != '\0' && ngx_strchr("!#$%&'*+-.^_`|~", c))))
+            {
+                break;
+            }
+        }
+
+        if (value[i].len == 0 || k < value[i].len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid header name \"%V\"", &value[i]);
             return NGX_CONF_ERROR;
+        }
+
+        for (k = 0; kept[k].len; k++) {
+            if (welby_header_name_eq(value[i].data, value[i].len,
+                                     kept[k].data, kept[k].len))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" cannot be stripped: nginx "
+                                   "has already used it to read the "
+                                   "request", &value[i]);
+                return NGX_CONF_ERROR;
+            }
         }
 
         name = ngx_array_push(wlcf->strip_headers);
@@ -1246,8 +1352,8 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->token_binding, prev->token_binding, 0);
     ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
 
-    if (conf->strip_headers == NULL) {
-        conf->strip_headers = prev->strip_headers;
+    if (ngx_http_welby_merge_strip(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->realm.len == 0
@@ -1265,7 +1371,122 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->enable) {
         wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
         wmcf->used = 1;
+
+        ngx_http_welby_header_warn(cf);
     }
 
     return ngx_http_welby_tls_merge(cf, prev, conf);
+}
+
+
+/*
+ * A list of headers the backend must not take from the client only
+ * grows towards the locations: a level's own list is added to what it
+ * inherits (parent first), never put in its place.
+ */
+static char *
+ngx_http_welby_merge_strip(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
+    ngx_http_welby_loc_conf_t *conf)
+{
+    ngx_str_t    *name, *own, *p;
+    ngx_uint_t    i, k;
+    ngx_array_t  *all;
+
+    if (conf->strip_headers == NULL) {
+        conf->strip_headers = prev->strip_headers;
+        return NGX_CONF_OK;
+    }
+
+    if (prev->strip_headers == NULL || prev->strip_headers->nelts == 0) {
+        return NGX_CONF_OK;
+    }
+
+    all = ngx_array_create(cf->pool,
+                           prev->strip_headers->nelts
+                           + conf->strip_headers->nelts,
+                           sizeof(ngx_str_t));
+    if (all == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    name = ngx_array_push_n(all, prev->strip_headers->nelts);
+    if (name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(name, prev->strip_headers->elts,
+               prev->strip_headers->nelts * sizeof(ngx_str_t));
+
+    own = conf->strip_headers->elts;
+
+    for (i = 0; i < conf->strip_headers->nelts; i++) {
+
+        p = all->elts;
+
+        for (k = 0; k < all->nelts; k++) {
+            if (welby_header_name_eq(p[k].data, p[k].len, own[i].data,
+                                     own[i].len))
+            {
+                break;
+            }
+        }
+
+        if (k < all->nelts) {
+            continue;
+        }
+
+        name = ngx_array_push(all);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *name = own[i];
+    }
+
+    conf->strip_headers = all;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Header names that nginx lets through where a location is protected:
+ * once per server, with the server's place in the configuration.  The
+ * headers the gateway removes go in every spelling either way; these
+ * settings let other names with '_' or with other bytes reach backends.
+ */
+static void
+ngx_http_welby_header_warn(ngx_conf_t *cf)
+{
+    ngx_http_core_srv_conf_t   *cscf;
+    ngx_http_welby_srv_conf_t  *wscf;
+
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+    wscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_welby_module);
+
+    if (wscf->header_warned) {
+        return;
+    }
+
+    if (cscf->underscores_in_headers) {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "welby: server \"%V\" in %s:%ui has protected "
+                      "locations and underscores_in_headers on: header "
+                      "names with '_' reach backends, to FastCGI, uwsgi "
+                      "and SCGI as the same names as with '-'; the "
+                      "gateway removes X-Welby-* and welby_strip_header "
+                      "names in both spellings, nothing else",
+                      &cscf->server_name, cscf->file_name, cscf->line);
+        wscf->header_warned = 1;
+    }
+
+    if (!cscf->ignore_invalid_headers) {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "welby: server \"%V\" in %s:%ui has protected "
+                      "locations and ignore_invalid_headers off: header "
+                      "names with bytes other than letters, digits and "
+                      "'-' reach backends as they are",
+                      &cscf->server_name, cscf->file_name, cscf->line);
+        wscf->header_warned = 1;
+    }
 }

@@ -12,6 +12,7 @@
 
 #include "welby_reason.h"
 #include "welby_fhir.h"
+#include "welby_name.h"
 #include "welby_jose.h"
 #include "welby_jwk.h"
 #include "welby_revoke.h"
@@ -183,6 +184,7 @@ typedef struct {
     ngx_flag_t                  certificate_check;
     ngx_flag_t                  protected;      /* a welby_tls location */
     ngx_flag_t                  client_cert;    /* a welby_client_cert one */
+    ngx_flag_t                  header_warned;  /* header settings warned */
 } ngx_http_welby_srv_conf_t;
 
 

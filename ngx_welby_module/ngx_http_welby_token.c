@@ -1536,7 +1536,6 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
     ngx_http_welby_loc_conf_t *wlcf, ngx_str_t *token)
 {
     u_char           *p, *last;
-    ngx_str_t         value;
     ngx_uint_t        i, nauth, nsrc, nbearer;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -1584,11 +1583,12 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
                 continue;
             }
 
+            /* X_Token is X-Token to a FastCGI backend: a second one */
+
             if (wlcf->token == NGX_HTTP_WELBY_TOKEN_HEADER
-                && h[i].key.len == wlcf->token_name.len
-                && ngx_strncasecmp(h[i].key.data, wlcf->token_name.data,
-                                   h[i].key.len)
-                   == 0)
+                && welby_header_name_eq(h[i].key.data, h[i].key.len,
+                                        wlcf->token_name.data,
+                                        wlcf->token_name.len))
             {
                 nsrc++;
                 *token = h[i].value;
@@ -1606,7 +1606,14 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_arg(r, (u_char *) "access_token", 12, &value) == NGX_OK) {
+    /*
+     * Backends decode parameter names before they look them up, so
+     * "access%5Ftoken" is a token too (welby_query_name_is()).
+     */
+
+    if (welby_query_count(r->args.data, r->args.len,
+                          (u_char *) "access_token", 12))
+    {
         if (nbearer || nsrc) {
             return WELBY_REASON_TOKEN_AMBIGUOUS;
         }
@@ -1630,11 +1637,17 @@ ngx_http_welby_token_get(ngx_http_request_t *r,
 }
 
 
-/* Counts the cookies of that name in one Cookie header; the last wins. */
+/*
+ * Counts the cookies of that name in one Cookie header; the last wins.
+ * A name is compared as backends read it (welby_query_name_is()): PHP
+ * percent-decodes cookie names like query names, so "a%74" is "at" to
+ * it, and parsers trim the blanks around a name and, after RFC 2109,
+ * also split on ','.
+ */
 static ngx_int_t
 ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name, ngx_str_t *value)
 {
-    u_char      *p, *last, *start, *eq, *end;
+    u_char      *p, *last, *start, *eq, *end, *name_end;
     ngx_uint_t   n;
 
     n = 0;
@@ -1643,27 +1656,42 @@ ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name, ngx_str_t *value)
 
     while (p < last) {
 
-        while (p < last && (*p == ' ' || *p == ';')) {
+        while (p < last
+               && (*p == ' ' || *p == '\t' || *p == ';' || *p == ','))
+        {
             p++;
         }
 
         start = p;
-        end = ngx_strlchr(p, last, ';');
-        if (end == NULL) {
-            end = last;
+
+        for (end = p; end < last && *end != ';' && *end != ','; end++) {
+            /* void */
         }
 
         eq = ngx_strlchr(start, end, '=');
 
-        if (eq && (size_t) (eq - start) == name->len
-            && ngx_strncmp(start, name->data, name->len) == 0)
-        {
-            n++;
-            value->data = eq + 1;
-            value->len = end - value->data;
+        if (eq) {
+            for (name_end = eq;
+                 name_end > start
+                 && (name_end[-1] == ' ' || name_end[-1] == '\t');
+                 name_end--)
+            {
+                /* void */
+            }
 
-            while (value->len && value->data[value->len - 1] == ' ') {
-                value->len--;
+            if (welby_query_name_is(start, name_end - start, name->data,
+                                    name->len))
+            {
+                n++;
+                value->data = eq + 1;
+                value->len = end - value->data;
+
+                while (value->len
+                       && (value->data[value->len - 1] == ' '
+                           || value->data[value->len - 1] == '\t'))
+                {
+                    value->len--;
+                }
             }
         }
 

@@ -12,6 +12,7 @@
 
 #include "welby_audit.h"
 #include "welby_json.h"
+#include "welby_name.h"
 
 
 #define WELBY_AUDIT_FACILITY_DEFAULT  13        /* "log audit" */
@@ -346,10 +347,12 @@ size_t
 welby_audit_query_names(unsigned char *dst, size_t cap,
     const unsigned char *args, size_t len)
 {
-    size_t                i, end, eq, k, nnames;
-    size_t                lens[WELBY_AUDIT_QUERY_NAMES];
-    welby_audit_out_t     o;
-    const unsigned char  *names[WELBY_AUDIT_QUERY_NAMES], *name, *p;
+    size_t               pos, n, k, nnames;
+    size_t               lens[WELBY_AUDIT_QUERY_NAMES];
+    unsigned char        names[WELBY_AUDIT_QUERY_NAMES]
+                              [WELBY_AUDIT_QUERY_NAME];
+    welby_audit_out_t    o;
+    welby_query_param_t  param;
 
     welby_audit_out_init(&o, dst, cap, NULL);
 
@@ -358,28 +361,31 @@ welby_audit_query_names(unsigned char *dst, size_t cap,
     }
 
     nnames = 0;
+    pos = 0;
 
-    for (i = 0; i < len && nnames < WELBY_AUDIT_QUERY_NAMES; i = end + 1) {
+    /*
+     * The names as the backend reads them, decoded: "na%6De" is name to
+     * it, and must be to whoever reads the record.
+     */
 
-        p = memchr(args + i, '&', len - i);
-        end = p ? (size_t) (p - args) : len;
-
-        p = memchr(args + i, '=', end - i);
-        if (p == NULL) {
+    while (nnames < WELBY_AUDIT_QUERY_NAMES
+           && welby_query_next(args, len, &pos, &param))
+    {
+        if (param.value == NULL) {
             continue;
         }
 
-        name = args + i;
-        eq = (size_t) (p - name);
+        n = welby_query_decode(names[nnames], WELBY_AUDIT_QUERY_NAME,
+                               param.name, param.name_len);
 
-        if (eq == 0 || eq > WELBY_AUDIT_QUERY_NAME
-            || !welby_audit_name_ok(name, eq))
+        if (n == 0 || n > WELBY_AUDIT_QUERY_NAME
+            || !welby_audit_name_ok(names[nnames], n))
         {
             continue;
         }
 
         for (k = 0; k < nnames; k++) {
-            if (lens[k] == eq && memcmp(names[k], name, eq) == 0) {
+            if (lens[k] == n && memcmp(names[k], names[nnames], n) == 0) {
                 break;
             }
         }
@@ -388,8 +394,7 @@ welby_audit_query_names(unsigned char *dst, size_t cap,
             continue;
         }
 
-        names[nnames] = name;
-        lens[nnames] = eq;
+        lens[nnames] = n;
         nnames++;
     }
 

@@ -306,12 +306,13 @@ int welby_audit_chain(unsigned char next_hex[WELBY_AUDIT_HEX_LEN + 1],
 
 /*
  * The distinct parameter names of a query string (without '?'), in the
- * order first seen, joined by ','.  Parameters are split on '&'; the name
- * is what precedes the first '='.  A parameter without '=' is dropped, as
- * it cannot be told from a bare value; so is an empty name, a name longer
- * than WELBY_AUDIT_QUERY_NAME bytes, and a name with a byte outside
- * ALPHA / DIGIT / "-._~:$%[]*" (which leaves out control characters,
- * spaces, ',' and non-ASCII).  Names are not percent-decoded.  At most
+ * order first seen, joined by ','.  Parameters are split on '&' and ';'
+ * and names percent-decoded as welby_query_next() and
+ * welby_query_decode() do.  A parameter without '=' is dropped, as it
+ * cannot be told from a bare value; so is an empty name, a decoded name
+ * longer than WELBY_AUDIT_QUERY_NAME bytes, and a decoded name with a
+ * byte outside ALPHA / DIGIT / "-._~:$%[]*" (which leaves out control
+ * characters, spaces, ',' and non-ASCII).  At most
  * WELBY_AUDIT_QUERY_NAMES names.  Returns the length; dst may be NULL.
  */
 size_t welby_audit_query_names(unsigned char *dst, size_t cap,

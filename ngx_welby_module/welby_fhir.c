@@ -46,9 +46,13 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
      * "proxy_pass" without a URI part receives the raw one and decodes and
      * normalises it its own way.  Whatever the two could read differently
      * is refused: an encoded '/' or '.' (segments and dot segments that
-     * appear only after decoding), an encoded '%' (decoded twice), ''
+     * appear only after decoding), an encoded '%' (decoded twice), '\\'
      * (a separator to some servers), dot segments and empty segments
-     * (resolved or merged by some servers and not by others).
+     * (resolved or merged by some servers and not by others), and ';'
+     * raw or encoded: servlet containers (Tomcat and Jetty host HAPI
+     * FHIR) cut a segment's ";parameters" off before they resolve dot
+     * segments, so "/fhir/public/..;/Patient/1" is /fhir/Patient/1 to
+     * them.  FHIR paths carry no path parameters.
      */
 
     seg = 0;
@@ -71,7 +75,7 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
             continue;
         }
 
-        if (c == '\\') {
+        if (c == '\\' || c == ';') {
             return WELBY_REASON_REQUEST_MALFORMED;
         }
 
@@ -91,7 +95,7 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
         }
 
         if ((h1 == '2' && (h2 == 'f' || h2 == '5' || h2 == 'e'))
-            || (h1 == '5' && h2 == 'c'))
+            || (h1 == '3' && h2 == 'b') || (h1 == '5' && h2 == 'c'))
         {
             return WELBY_REASON_REQUEST_MALFORMED;
         }
@@ -100,7 +104,7 @@ welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
     for (i = 0; i < uri_len; i++) {
         c = uri[i];
 
-        if (c < 0x20 || c == 0x7f) {
+        if (c < 0x20 || c == 0x7f || c == ';') {
             return WELBY_REASON_REQUEST_MALFORMED;
         }
     }

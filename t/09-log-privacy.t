@@ -80,9 +80,9 @@ sub log_lines {
 my $r = get(method => 'PROPFIND', uri => '/fhir/Patient?name=SECRET-NAME-1');
 my $id = $r->header('X-Request-Id');
 my @l = log_lines("id:$id");
-is(scalar @l, 1, 'refusal: one info line for the request');
-like($l[0] // '', qr/welby: refused id:\Q$id\E step:classify reason:method_not_allowed/,
-    'refusal: the line names the id, the step and the reason');
+is(scalar @l, 1, 'refusal: one line for the request');
+like($l[0] // '', qr/\[notice\] .*welby: refused id:\Q$id\E step:classify reason:method_not_allowed/,
+    'refusal: the line, at notice, names the id, the step and the reason');
 like($l[0] // '', qr{request: "PROPFIND /fhir/Patient\?\.\.\."},
     'refusal: the context shows the method and the path, not the query');
 unlike($t->read_file('info.log'), qr/SECRET-NAME-1/,

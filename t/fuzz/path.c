@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: the classify step's path checks and the FHIR id
  * grammar, on arbitrary bytes.  Besides crashes and sanitizer reports it
- * checks what an accepted raw path must never contain.
+ * checks what an accepted raw path must never contain, and that no
+ * accepted decoded path holds a ';'.
  */
 
 #include <stdlib.h>
@@ -43,6 +44,8 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (rc == WELBY_REASON_NONE) {
         if (has(data, half, "%2f") || has(data, half, "%2e")
             || has(data, half, "%25") || has(data, half, "%5c")
+            || has(data, half, "%3b") || has(data, half, ";")
+            || has(data + half, size - half, ";")
             || has(data, half, "\\") || has(data, half, "//")
             || has(data, half, "/./") || has(data, half, "/../"))
         {

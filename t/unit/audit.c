@@ -427,8 +427,16 @@ main(void)
           "_has:Observation:patient:code=1&subject:Patient.name=2"
           "&code:text=3&_id=4&a%5B0%5D=5");
     is_str(nm, "_has:Observation:patient:code,subject:Patient.name,"
-               "code:text,_id,a%5B0%5D",
-           "FHIR modifiers, chains and encoded names are kept");
+               "code:text,_id,a[0]",
+           "FHIR modifiers and chains are kept, encoded names decoded");
+    names(nm, sizeof(nm), "na%6De=Yamada&birth%64ate=1970&name=x");
+    is_str(nm, "name,birthdate",
+           "an encoded name is listed as the backend reads it, once");
+    names(nm, sizeof(nm), "a=1;b=2&c=3");
+    is_str(nm, "a,b,c", "';' separates parameters too");
+    names(nm, sizeof(nm), "a%2Cb=1&a%20b=2&a+b=3&a%00=4&%25=5&c=6");
+    is_str(nm, "%,c", "a name that decodes to ',', a space or a NUL is "
+           "dropped; '%%' once decoded is kept");
     memset(query, 'n', 64);
     strcpy(query + 64, "=1&");
     memset(query + 67, 'm', 65);

@@ -93,6 +93,31 @@ main(void)
        "an upper-case encoded dot is refused");
     ok(welby_fhir_check_path(S("/a%00b"), S("/a\0b"))
        == WELBY_REASON_REQUEST_MALFORMED, "a decoded NUL is refused");
+    ok(check("/fhir/.well-known/..;/Patient/p1",
+             "/fhir/.well-known/..;/Patient/p1")
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a '..;' segment is refused (a dot segment to servlet containers)");
+    ok(check("/fhir/Patient;jsessionid=1/p1", "/fhir/Patient;jsessionid=1/p1")
+       == WELBY_REASON_REQUEST_MALFORMED, "a path parameter is refused");
+    ok(check("/fhir/Patient/p1;", "/fhir/Patient/p1;")
+       == WELBY_REASON_REQUEST_MALFORMED, "a trailing ';' is refused");
+    ok(check("/fhir/.well-known/..%3B/Patient/p1",
+             "/fhir/.well-known/..;/Patient/p1")
+       == WELBY_REASON_REQUEST_MALFORMED, "an encoded ';' is refused");
+    ok(check("/fhir/a%3bb", "/fhir/a;b")
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a lower-case encoded ';' is refused");
+    ok(check("/fhir/a;b", "/fhir/a")
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a raw ';' is refused when the decoded path lost it (rewrite)");
+    ok(check("/fhir/a%3Bb", "/fhir/a")
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "an encoded ';' is refused when the decoded path lost it");
+    ok(check("/fhir/a", "/fhir/a;b")
+       == WELBY_REASON_REQUEST_MALFORMED,
+       "a ';' in the decoded path alone is refused");
+    ok(check("/fhir/Patient/%3A", "/fhir/Patient/:") == WELBY_REASON_NONE,
+       "an encoded ':' (next to ';' in ASCII) passes");
 
     return done_testing();
 }
