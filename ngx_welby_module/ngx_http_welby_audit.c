@@ -880,6 +880,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_time_t                 *tp;
     ngx_uint_t                  status;
     welby_claims_t             *c;
+    welby_audit_decision_e      decision;
     ngx_http_upstream_state_t  *state;
 
     welby_audit_record_init(rec);
@@ -906,33 +907,27 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->status = status;
     rec->reason = ctx->reason;
 
-    if (ctx->decision == NGX_HTTP_WELBY_DECISION_DENY) {
-        rec->outcome = WELBY_AUDIT_OUTCOME_DENY;
-        rec->severity = WELBY_AUDIT_SEV_WARNING;
-
-    } else if (status >= 500 || ctx->decision == NGX_HTTP_WELBY_DECISION_NONE)
-    {
-        rec->outcome = WELBY_AUDIT_OUTCOME_ERROR;
-        rec->severity = WELBY_AUDIT_SEV_ERROR;
-
-    } else {
-        rec->outcome = WELBY_AUDIT_OUTCOME_ALLOW;
-        rec->severity = ctx->decision == NGX_HTTP_WELBY_DECISION_DETECT
-                        ? WELBY_AUDIT_SEV_NOTICE
-                        : WELBY_AUDIT_SEV_INFORMATIONAL;
-    }
-
     /* the seed's three logs: authentication, operation, event */
 
-    if (welby_reason_is_auth(ctx->reason)) {
-        rec->category = WELBY_AUDIT_CAT_AUTHENTICATION;
+    switch (ctx->decision) {
 
-    } else if (rec->outcome == WELBY_AUDIT_OUTCOME_ALLOW) {
-        rec->category = WELBY_AUDIT_CAT_OPERATION;
+    case NGX_HTTP_WELBY_DECISION_ALLOW:
+        decision = WELBY_AUDIT_DECISION_ALLOW;
+        break;
 
-    } else {
-        rec->category = WELBY_AUDIT_CAT_EVENT;
+    case NGX_HTTP_WELBY_DECISION_DENY:
+        decision = WELBY_AUDIT_DECISION_DENY;
+        break;
+
+    case NGX_HTTP_WELBY_DECISION_DETECT:
+        decision = WELBY_AUDIT_DECISION_DETECT;
+        break;
+
+    default: /* NGX_HTTP_WELBY_DECISION_NONE */
+        decision = WELBY_AUDIT_DECISION_NONE;
     }
+
+    welby_audit_classify(rec, decision, ctx->reason, (int64_t) status);
 
     rec->method.data = r->method_name.data;
     rec->method.len = r->method_name.len;

@@ -192,6 +192,48 @@ welby_audit_record_init(welby_audit_record_t *r)
 }
 
 
+void
+welby_audit_classify(welby_audit_record_t *r,
+    welby_audit_decision_e decision, welby_reason_e reason, int64_t status)
+{
+    if (decision == WELBY_AUDIT_DECISION_DENY) {
+        r->outcome = WELBY_AUDIT_OUTCOME_DENY;
+        r->category = welby_reason_is_auth(reason)
+                      ? WELBY_AUDIT_CAT_AUTHENTICATION : WELBY_AUDIT_CAT_EVENT;
+
+        /* a refusal because the gateway could not decide needs a look */
+        r->severity = status >= 500 ? WELBY_AUDIT_SEV_ERROR
+                                    : WELBY_AUDIT_SEV_WARNING;
+        return;
+    }
+
+    if (status >= 500) {
+        r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+        r->category = WELBY_AUDIT_CAT_EVENT;
+        r->severity = WELBY_AUDIT_SEV_ERROR;
+        return;
+    }
+
+    if (decision != WELBY_AUDIT_DECISION_ALLOW
+        && decision != WELBY_AUDIT_DECISION_DETECT)
+    {
+        /*
+         * Answered before any step ran (a rewrite-phase return): not an
+         * error of the service, but a response nothing checked.
+         */
+        r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+        r->category = WELBY_AUDIT_CAT_EVENT;
+        r->severity = WELBY_AUDIT_SEV_WARNING;
+        return;
+    }
+
+    r->outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+    r->category = WELBY_AUDIT_CAT_OPERATION;
+    r->severity = decision == WELBY_AUDIT_DECISION_DETECT
+                  ? WELBY_AUDIT_SEV_NOTICE : WELBY_AUDIT_SEV_INFORMATIONAL;
+}
+
+
 const char *
 welby_audit_category_name(welby_audit_category_e category)
 {

@@ -253,6 +253,39 @@ typedef struct {
 
 void welby_audit_record_init(welby_audit_record_t *r);
 
+/*
+ * What the gateway decided about a request; the access handler's
+ * decision, as welby_audit_classify() reads it.
+ */
+typedef enum {
+    WELBY_AUDIT_DECISION_NONE = 0,      /* no step ran */
+    WELBY_AUDIT_DECISION_ALLOW,
+    WELBY_AUDIT_DECISION_DENY,
+    WELBY_AUDIT_DECISION_DETECT         /* a reason found, not enforced */
+} welby_audit_decision_e;
+
+/*
+ * The outcome, category and severity of a request's record, from the
+ * decision, the reason and the HTTP status (README.md, "The audit
+ * trail", has the table):
+ *
+ *   refused                  deny   authentication (a client_cert_* or
+ *                                   token_* reason) or event; warning,
+ *                                   error when the status is 5xx
+ *                                   (internal_error)
+ *   allowed, 5xx             error  event          error
+ *   not checked (no step
+ *   ran), 5xx                error  event          error
+ *   not checked, other       error  event          warning
+ *   allowed in detect mode   allow  operation      notice
+ *   allowed                  allow  operation      informational
+ *
+ * Only a refusal is an authentication record: a detect-mode request that
+ * went through is an operation, with its reason kept.
+ */
+void welby_audit_classify(welby_audit_record_t *r,
+    welby_audit_decision_e decision, welby_reason_e reason, int64_t status);
+
 const char *welby_audit_category_name(welby_audit_category_e category);
 const char *welby_audit_severity_name(welby_audit_severity_e severity);
 const char *welby_audit_outcome_name(welby_audit_outcome_e outcome);
