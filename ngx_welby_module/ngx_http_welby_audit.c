@@ -130,7 +130,9 @@ static void ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log);
 static void ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file,
     ngx_log_t *log);
 static void ngx_http_welby_audit_flush_handler(ngx_event_t *ev);
-static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
+static void ngx_http_welby_audit_reopened(
+    ngx_http_welby_audit_sink_t *sink);
+static void ngx_http_welby_audit_create(ngx_http_welby_audit_sink_t *sink,
     ngx_log_t *log);
 static ngx_uint_t ngx_http_welby_audit_same_file(
     ngx_http_welby_audit_sink_t *sink, ngx_fd_t fd);
@@ -146,7 +148,8 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_fd_t                      fd;
     ngx_str_t                    *value, s;
     ngx_msec_t                    flush;
-    ngx_uint_t                    i;
+    ngx_uint_t                    i, mode;
+    ngx_file_info_t               fi;
     ngx_http_welby_audit_sink_t  *sink, *other;
 
     value = cf->args->elts;
@@ -245,9 +248,11 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /*
-     * Audit records name people: the file is created owner-only before
-     * nginx opens it (nginx would create it 0644).  An existing file keeps
-     * its mode, as the operator set it.
+     * Audit records name people: the module creates the file owner-only
+     * before nginx opens it (nginx would create it 0644), here and before
+     * each reopen.  The mode of a file that exists is the operator's: it
+     * is said once, here, and never changed, so that a file given to a
+     * group of auditors on purpose stays theirs.
      */
 
     fd = ngx_open_file(sink->path.data, NGX_FILE_APPEND,
@@ -257,6 +262,20 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            ngx_open_file_n " \"%V\" failed", &sink->path);
         return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR && ngx_is_file(&fi)
+        && (ngx_file_access(&fi) & 0077))
+    {
+        /* ngx_sprintf() has no octal */
+        mode = ngx_file_access(&fi);
+
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "welby_audit_log \"%V\" has mode 0%ui%ui%ui: its "
+                           "group or others can read or change the audit "
+                           "trail (the module leaves the mode as it is)",
+                           &sink->path, (mode >> 6) & 7, (mode >> 3) & 7,
+                           mode & 7);
     }
 
     (void) ngx_close_file(fd);
@@ -1088,7 +1107,7 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     u_char      stack[4096];
 
     if (sink->file->fd != sink->fd) {
-        ngx_http_welby_audit_reopened(sink, log);
+        ngx_http_welby_audit_reopened(sink);
     }
 
     prev = sink->chained ? sink->prev : NULL;
@@ -1326,6 +1345,8 @@ ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file, ngx_log_t *log)
         return;
     }
 
+    ngx_http_welby_audit_create(sink, log);
+
     if (sink->fd == NGX_INVALID_FILE && sink->chained
         && !ngx_http_welby_audit_same_file(sink, file->fd))
     {
@@ -1345,12 +1366,11 @@ ngx_http_welby_audit_flush_handler(ngx_event_t *ev)
 
 /*
  * The file was opened anew (start, nginx -s reopen): unless it is the
- * chain's file still, a new chain starts, and a file nginx created for
- * the reopen is made owner-only.
+ * chain's file still, a new chain starts.  Its mode is not looked at
+ * here: see ngx_http_welby_audit_log() and ngx_http_welby_audit_create().
  */
 static void
-ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
-    ngx_log_t *log)
+ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink)
 {
     ngx_file_info_t  fi;
 
@@ -1370,13 +1390,33 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     sink->chained = 0;
     sink->dev = fi.st_dev;
     sink->uniq = ngx_file_uniq(&fi);
+}
 
-    if (ngx_is_file(&fi) && (ngx_file_access(&fi) & 0077)
-        && fchmod(sink->fd, 0600) == -1)
-    {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "welby: fchmod(\"%V\", 0600) failed", &sink->path);
+
+/*
+ * Called just before nginx reopens the file, in the master first: a file
+ * that logrotate renamed away is created here owner-only, as at
+ * configuration time, so nginx finds it and does not create it 0644 (its
+ * NGX_FILE_DEFAULT_ACCESS).  A worker that may not create it leaves that
+ * to the master, which has done it already.
+ */
+static void
+ngx_http_welby_audit_create(ngx_http_welby_audit_sink_t *sink,
+    ngx_log_t *log)
+{
+    ngx_fd_t  fd;
+
+    fd = ngx_open_file(sink->path.data, NGX_FILE_APPEND,
+                       NGX_FILE_CREATE_OR_OPEN, 0600);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, ngx_errno,
+                       "welby: audit log \"%V\" not created before the "
+                       "reopen", &sink->path);
+        return;
     }
+
+    (void) ngx_close_file(fd);
 }
 
 
