@@ -34,13 +34,17 @@ typedef struct {
      * looks at the file again: a reopen that kept the same file (nothing
      * renamed it, or nginx failed to open the new one) goes on with the
      * chain, since a new chain in the middle of a stream reads as a
-     * broken one.
+     * broken one.  prev and prev_seq outlive a change of file (chained
+     * 0, written 1): the new file's first line names them, so that the
+     * old file's end can be checked against it.
      */
     ngx_fd_t                    fd;
     dev_t                       dev;
     ngx_file_uniq_t             uniq;
     u_char                      prev[WELBY_AUDIT_HEX_LEN + 1];
+    int64_t                     prev_seq;
     ngx_uint_t                  chained;
+    ngx_uint_t                  written;
 
     /* lines a failing file could not take yet, oldest first */
     u_char                     *backlog;
@@ -1113,6 +1117,17 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     prev = sink->chained ? sink->prev : NULL;
 
     /*
+     * A new chain in a file after another one: its first line names the
+     * line before it, so a verifier given both files sees whether the
+     * other one lost its end.
+     */
+
+    if (!sink->chained && sink->written) {
+        rec->continues_chain = sink->prev;
+        rec->continues_seq = sink->prev_seq;
+    }
+
+    /*
      * One pass where the line fits (the buffer, else the stack); the
      * writers return the length they need when it does not.
      */
@@ -1142,7 +1157,7 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
             line = ngx_alloc(len, log);
             if (line == NULL) {
                 sink->lost++;
-                return;
+                goto done;
             }
 
             allocated = 1;
@@ -1161,7 +1176,9 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     }
 
     ngx_memcpy(sink->prev, next, sizeof(sink->prev));
+    sink->prev_seq = rec->seq;
     sink->chained = 1;
+    sink->written = 1;
 
     if (buffered) {
         if (sink->event && sink->pos == sink->start) {
@@ -1184,6 +1201,11 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     (void) ngx_http_welby_audit_write(sink, line, len, log);
 
 done:
+
+    /* the next file, and the syslog copy, have their own */
+
+    rec->continues_chain = NULL;
+    rec->continues_seq = -1;
 
     if (allocated) {
         ngx_free(line);

@@ -41,6 +41,11 @@
  *   limit       {"key"}                        the rate-limit key that fired
  *   upstream    {"status"}
  *   alert       {"event", "count", "window_ms", "key"}   alert records only
+ *   continues   {"seq", "chain"}: the first line of a stream in a file
+ *               that the writer went on to from another file (a reopen
+ *               that found a new file): the seq and chain of the last
+ *               line it wrote before, in the other file (chained lines
+ *               only)
  *   chain       64 lowercase hex digits; always the last member
  *
  * Strings are written as valid UTF-8 JSON whatever bytes they hold: '"',
@@ -92,12 +97,12 @@
  * severity, http status, sizes and times, amr, cert_sha256, source port,
  * country and asn, tls, waf, limit, upstream) are not in the FHIR form.
  *
- * A FHIR file line is the AuditEvent followed by four members that are
- * not FHIR - "node", "stream", "seq" (each when present) and "chain",
- * last - so that the chain rule below and conf/audit-verify apply to it
- * unchanged.  A FHIR consumer removes these four top-level members
- * (no AuditEvent element has these names) before validating or storing
- * the resource.  Without a chain (r->chain NULL, welby_audit_fhir()) the
+ * A FHIR file line is the AuditEvent followed by members that are not
+ * FHIR - "node", "stream", "seq", "continues" (each when present) and
+ * "chain", last - so that the chain rule below and conf/audit-verify
+ * apply to it unchanged.  A FHIR consumer removes these five top-level
+ * members (no AuditEvent element has these names) before validating or
+ * storing the resource.  Without a chain (r->chain NULL, welby_audit_fhir()) the
  * line is a plain AuditEvent with none of them.
  *
  * Never in a record: the token, a query value, a request or response body.
@@ -120,13 +125,20 @@
  * over the bytes as written, so a verifier needs no JSON canonicalisation.
  * A writer (a worker process) keeps prev per file, uses a stream id that
  * no other writer of that file uses (for example "<pid>.<start ms>", as
- * pids are reused), and advances prev only after the line was written.
- * conf/audit-verify checks files offline.
+ * pids are reused), numbers its records 1, 2, ... ("seq"), and advances
+ * prev only after the line was written.  A stream starts from zeros only
+ * at its first line in a file: seq 1 for a new stream, or a line with
+ * "continues" naming the stream's last line in the file before (the
+ * writer reopened its file and found another one).  A reopen that finds
+ * the same file goes on with the chain.  conf/audit-verify checks files
+ * offline, and the continues links between the files it is given.
  *
  * The chain is unkeyed: it shows a line removed, altered, inserted or
  * reordered, and lines cut off the end of a file only by comparison with
- * a copy kept elsewhere (the syslog stream carries the same chain values).
- * Whoever can rewrite the whole file can also recompute the chain.
+ * a copy kept elsewhere (the syslog stream carries the same chain values)
+ * or, for a rotated file, with the next file's continues link.  Whoever
+ * can rewrite a stream from some line to its end can also recompute the
+ * chain of what follows.
  */
 
 #ifndef WELBY_AUDIT_H
@@ -245,6 +257,13 @@ typedef struct {
 
     /* an EVP_MD * for SHA-256 fetched once by the caller, or NULL */
     const void              *sha256;
+
+    /*
+     * The stream's last line in the file before, for the first line of a
+     * new chain in a file the writer went on to (chained lines only).
+     */
+    int64_t                  continues_seq;
+    const unsigned char     *continues_chain;   /* 64 hex digits or NULL */
 
     /* written last when set; welby_audit_json_chained() computes it */
     const unsigned char     *chain;         /* 64 hex digits or NULL */

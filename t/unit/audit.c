@@ -607,6 +607,35 @@ main(void)
     ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
        "welby_audit_json() with r->chain writes the same line");
 
+    /* a new chain in another file names the line before it */
+
+    r.chain = NULL;
+    r.seq = 3;
+    r.id = (welby_str_t) S("req-3");
+    r.continues_seq = 2;
+    r.continues_chain = next;
+    memcpy(prev, next, 65);
+    m = welby_audit_json_chained(buf, 65536, &r, NULL, hex);
+    doc = load(buf, m);
+    ok(get_int(doc, "continues", "seq") == 2
+       && strcmp(get_str(doc, "continues", "chain"), (char *) prev) == 0,
+       "continues holds the seq and chain of the line before");
+    json_decref(doc);
+    k = sizeof(",\"continues\":{\"seq\":2,\"chain\":\"\"}") - 1 + 64;
+    ok(m > k + WELBY_AUDIT_CHAIN_TAIL + 1
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL - k,
+                 ",\"continues\":{\"seq\":2,\"chain\":\"", 31) == 0
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL - 2, "\"}", 2) == 0,
+       "continues is the member before the chain");
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) hex, expect,
+           "a continues line chains from 64 '0', continues included");
+    r.continues_chain = NULL;
+    m = welby_audit_json_chained(buf, 65536, &r, NULL, hex);
+    ok(!contains(buf, m, "continues"),
+       "without continues_chain there is no continues member");
+    r.continues_seq = -1;
+
     /* FHIR AuditEvent */
 
     welby_audit_record_init(&r);
@@ -903,6 +932,23 @@ main(void)
     welby_audit_fhir_chained(buf, 65536, &r, prev, hex);
     ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
        "welby_audit_fhir() with r->chain writes the same line");
+
+    r.chain = NULL;
+    r.seq = 9;
+    r.continues_seq = 8;
+    r.continues_chain = prev;
+    m = welby_audit_fhir_chained(buf, 65536, &r, NULL, hex);
+    doc = load(buf, m);
+    ok(json_integer_value(jget(doc, "continues.seq")) == 8
+       && strcmp(jstr(doc, "continues.chain"), (char *) prev) == 0
+       && json_integer_value(jget(doc, "seq")) == 9,
+       "a FHIR line names the line before it too");
+    json_decref(doc);
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) hex, expect,
+           "and chains from 64 '0', continues included");
+    r.continues_chain = NULL;
+    r.continues_seq = -1;
 
     /* RFC 5424 */
 
