@@ -58,7 +58,7 @@ http {
 }
 EOF
 
-$t->run()->plan(36);
+$t->run()->plan(38);
 
 my $json = JSON::PP->new->utf8;
 my $ZERO = '0' x 64;
@@ -242,6 +242,12 @@ ok($rc == 1 && $out =~ m{/rehead\.log:1: .*starts here at seq 4 without naming t
     'three first lines removed and the rest rechained from zeros: seq 1..3 '
     . 'missing') or diag "exit $rc: $out";
 
+($rc, $out) = tampered('rechained.log', @clean[0 .. 3],
+    rechain_all(chain_of($clean[3]), @clean[5 .. 10]));
+ok($rc == 1 && $out =~ m{/rechained\.log:5: .*seq 6 follows seq 4 in an intact chain: seq 5 missing},
+    'a line removed and the rest rechained: the seq jump at line 5')
+    or diag "exit $rc: $out";
+
 # forged restarts in the middle of a stream, hiding lines 5 and 6
 
 ($rc, $out) = tampered('restart.log', @clean[0 .. 3],
@@ -293,6 +299,14 @@ $t->write_file('end.log', join '', @current);
 ok($rc == 1 && $out =~ m{/end\.log\.1:10: .*ends here at seq 10, but \S+/end\.log:1 goes on from seq 11: seq 11 were cut off the end of this file}
     && $out =~ m{/end\.log\.1: NOT INTACT}m,
     'the rotated file\'s last line cut: found against the next file')
+    or diag "exit $rc: $out";
+
+my $relinked = $current[0];
+$relinked =~ s/"continues":\{"seq":11,/"continues":{"seq":9,/ or die 'no link';
+($rc, $out) = tampered('relinked.log', rechain_all($ZERO, $relinked),
+    @current[1, 2]);
+ok($rc == 1 && $out =~ m{/relinked\.log:1: .*it is seq 12 and continues seq 9: seq 10\.\.11 missing},
+    'a continues line whose seq is not the one before its own: line 1')
     or diag "exit $rc: $out";
 
 # two JSON files of one writer hold the same lines: one intact copy does
