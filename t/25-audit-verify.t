@@ -58,7 +58,7 @@ http {
 }
 EOF
 
-$t->run()->plan(38);
+$t->run()->plan(39);
 
 my $json = JSON::PP->new->utf8;
 my $ZERO = '0' x 64;
@@ -247,6 +247,13 @@ ok($rc == 1 && $out =~ m{/rehead\.log:1: .*starts here at seq 4 without naming t
 ok($rc == 1 && $out =~ m{/rechained\.log:5: .*seq 6 follows seq 4 in an intact chain: seq 5 missing},
     'a line removed and the rest rechained: the seq jump at line 5')
     or diag "exit $rc: $out";
+
+my @noseq = map { my $l = $_; $l =~ s/"seq":\d+,//; $l } @clean[3 .. 10];
+($rc, $out) = tampered('noseq.log', rechain_all($ZERO, @noseq));
+ok($rc == 1 && $out =~ m{/noseq\.log:1: .*no "seq"}
+    && $out =~ /NOT INTACT, 8 findings/,
+    'the first lines removed and the rest rechained without seq: each line '
+    . 'reported') or diag "exit $rc: $out";
 
 # forged restarts in the middle of a stream, hiding lines 5 and 6
 
