@@ -58,7 +58,7 @@ http {
 }
 EOF
 
-$t->run()->plan(39);
+$t->run()->plan(43);
 
 my $json = JSON::PP->new->utf8;
 my $ZERO = '0' x 64;
@@ -272,6 +272,25 @@ ok($rc == 1 && $out =~ m{/marker\.log:5: .*in the middle of its stream \(after l
     'a forged "continues" marker mid-stream: reported at line 5')
     or diag "exit $rc: $out";
 
+# a marker naming the line before it: nothing missing is a note; with
+# lines removed before it, their seq numbers show
+my $linked = $clean[4];
+$cont = '"continues":{"seq":4,"chain":"' . chain_of($clean[3]) . '"},';
+$linked =~ s/,"chain":"/,$cont"chain":"/ or die 'no chain';
+($rc, $out) = tampered('linked.log', @clean[0 .. 3],
+    rechain_all($ZERO, $linked, @clean[5 .. 10]));
+ok($rc == 0 && $out =~ m{/linked\.log:5: .*note: its chain starts again from zeros here, naming the line before it \(line 4, seq 4\): nothing is missing}
+    && $out =~ m{/linked\.log: ok, 11 records},
+    'a restart that names the line before it: a note, exit 0')
+    or diag "exit $rc: $out";
+$linked = $clean[6];
+$linked =~ s/,"chain":"/,$cont"chain":"/ or die 'no chain';
+($rc, $out) = tampered('skipped.log', @clean[0 .. 3],
+    rechain_all($ZERO, $linked, @clean[7 .. 10]));
+ok($rc == 1 && $out =~ m{/skipped\.log:5: .*naming the line before it, but it is seq 7: seq 5\.\.6 missing},
+    'a marker naming the line before it over removed lines: seq 5..6 missing')
+    or diag "exit $rc: $out";
+
 my @renumbered = map { my $l = $clean[$_]; my $s = $_ - 5;
     $l =~ s/"seq":\d+,/"seq":$s,/; $l } 6 .. 10;
 ($rc, $out) = tampered('fresh.log', @clean[0 .. 3],
@@ -315,6 +334,32 @@ $relinked =~ s/"continues":\{"seq":11,/"continues":{"seq":9,/ or die 'no link';
 ok($rc == 1 && $out =~ m{/relinked\.log:1: .*it is seq 12 and continues seq 9: seq 10\.\.11 missing},
     'a continues line whose seq is not the one before its own: line 1')
     or diag "exit $rc: $out";
+
+# a second writer made from the first (another stream id, rechained, its
+# new file's first line naming its own last line): all its lines removed
+# from the rotated file leave a note where it continues
+sub second {
+    my ($prev, @l) = @_;
+    return rechain_all($prev, map { my $x = $_;
+        $x =~ s/"stream":"[^"]+"/"stream":"9.9"/; $x } @l);
+}
+my @second_old = second($ZERO, @rotated);
+my $second_first = $current[0];
+my $c2 = chain_of($second_old[-1]);
+$second_first =~ s/"continues":\{"seq":11,"chain":"[0-9a-f]{64}"\}/"continues":{"seq":11,"chain":"$c2"}/
+    or die 'no link';
+my @second_new = second($ZERO, $second_first, $current[1]);
+$t->write_file('two-writers.log.1', join '', @rotated, @second_old);
+$t->write_file('two-writers.log', join '', @current, @second_new);
+($rc, $out) = verify("$d/two-writers.log.1", "$d/two-writers.log");
+ok($rc == 0 && $out !~ /note:|not given/,
+    'two writers, both linked: exit 0, nothing noted') or diag "exit $rc: $out";
+$t->write_file('two-writers.log.1', join '', @rotated);
+($rc, $out) = verify("$d/two-writers.log.1", "$d/two-writers.log");
+ok($rc == 0 && $out =~ m{/two-writers\.log:4: stream 9\.9 on gw-verify: note: it continues seq 11 of its stream, which no file given holds, though other streams here go on from \S+/two-writers\.log\.1}
+    && $out =~ /\(1 continues a file not given\)/,
+    'one writer\'s lines all removed from the rotated file: a note where it '
+    . 'continues') or diag "exit $rc: $out";
 
 # two JSON files of one writer hold the same lines: one intact copy does
 # not hide the other's cut end
