@@ -102,8 +102,8 @@
  * "chain", last - so that the chain rule below and conf/audit-verify
  * apply to it unchanged.  A FHIR consumer removes these five top-level
  * members (no AuditEvent element has these names) before validating or
- * storing the resource.  Without a chain (r->chain NULL, welby_audit_fhir()) the
- * line is a plain AuditEvent with none of them.
+ * storing the resource.  Without a chain (r->chain NULL,
+ * welby_audit_fhir()) the line is a plain AuditEvent with none of them.
  *
  * Never in a record: the token, a query value, a request or response body.
  * The query is kept as its parameter names and a keyed hash, so two
