@@ -34,13 +34,17 @@ typedef struct {
      * looks at the file again: a reopen that kept the same file (nothing
      * renamed it, or nginx failed to open the new one) goes on with the
      * chain, since a new chain in the middle of a stream reads as a
-     * broken one.
+     * broken one.  prev and prev_seq outlive a change of file (chained
+     * 0, written 1): the new file's first line names them, so that the
+     * old file's end can be checked against it.
      */
     ngx_fd_t                    fd;
     dev_t                       dev;
     ngx_file_uniq_t             uniq;
     u_char                      prev[WELBY_AUDIT_HEX_LEN + 1];
+    int64_t                     prev_seq;
     ngx_uint_t                  chained;
+    ngx_uint_t                  written;
 
     /* lines a failing file could not take yet, oldest first */
     u_char                     *backlog;
@@ -130,7 +134,9 @@ static void ngx_http_welby_audit_flush(ngx_open_file_t *file, ngx_log_t *log);
 static void ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file,
     ngx_log_t *log);
 static void ngx_http_welby_audit_flush_handler(ngx_event_t *ev);
-static void ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
+static void ngx_http_welby_audit_reopened(
+    ngx_http_welby_audit_sink_t *sink);
+static void ngx_http_welby_audit_create(ngx_http_welby_audit_sink_t *sink,
     ngx_log_t *log);
 static ngx_uint_t ngx_http_welby_audit_same_file(
     ngx_http_welby_audit_sink_t *sink, ngx_fd_t fd);
@@ -146,7 +152,8 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_fd_t                      fd;
     ngx_str_t                    *value, s;
     ngx_msec_t                    flush;
-    ngx_uint_t                    i;
+    ngx_uint_t                    i, mode;
+    ngx_file_info_t               fi;
     ngx_http_welby_audit_sink_t  *sink, *other;
 
     value = cf->args->elts;
@@ -245,9 +252,11 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     /*
-     * Audit records name people: the file is created owner-only before
-     * nginx opens it (nginx would create it 0644).  An existing file keeps
-     * its mode, as the operator set it.
+     * Audit records name people: the module creates the file owner-only
+     * before nginx opens it (nginx would create it 0644), here and before
+     * each reopen.  The mode of a file that exists is the operator's: it
+     * is said once, here, and never changed, so that a file given to a
+     * group of auditors on purpose stays theirs.
      */
 
     fd = ngx_open_file(sink->path.data, NGX_FILE_APPEND,
@@ -257,6 +266,20 @@ ngx_http_welby_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            ngx_open_file_n " \"%V\" failed", &sink->path);
         return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR && ngx_is_file(&fi)
+        && (ngx_file_access(&fi) & 0077))
+    {
+        /* ngx_sprintf() has no octal */
+        mode = ngx_file_access(&fi);
+
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "welby_audit_log \"%V\" has mode 0%ui%ui%ui: its "
+                           "group or others can read or change the audit "
+                           "trail (the module leaves the mode as it is)",
+                           &sink->path, (mode >> 6) & 7, (mode >> 3) & 7,
+                           mode & 7);
     }
 
     (void) ngx_close_file(fd);
@@ -880,6 +903,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_time_t                 *tp;
     ngx_uint_t                  status;
     welby_claims_t             *c;
+    welby_audit_decision_e      decision;
     ngx_http_upstream_state_t  *state;
 
     welby_audit_record_init(rec);
@@ -906,33 +930,27 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->status = status;
     rec->reason = ctx->reason;
 
-    if (ctx->decision == NGX_HTTP_WELBY_DECISION_DENY) {
-        rec->outcome = WELBY_AUDIT_OUTCOME_DENY;
-        rec->severity = WELBY_AUDIT_SEV_WARNING;
-
-    } else if (status >= 500 || ctx->decision == NGX_HTTP_WELBY_DECISION_NONE)
-    {
-        rec->outcome = WELBY_AUDIT_OUTCOME_ERROR;
-        rec->severity = WELBY_AUDIT_SEV_ERROR;
-
-    } else {
-        rec->outcome = WELBY_AUDIT_OUTCOME_ALLOW;
-        rec->severity = ctx->decision == NGX_HTTP_WELBY_DECISION_DETECT
-                        ? WELBY_AUDIT_SEV_NOTICE
-                        : WELBY_AUDIT_SEV_INFORMATIONAL;
-    }
-
     /* the seed's three logs: authentication, operation, event */
 
-    if (welby_reason_is_auth(ctx->reason)) {
-        rec->category = WELBY_AUDIT_CAT_AUTHENTICATION;
+    switch (ctx->decision) {
 
-    } else if (rec->outcome == WELBY_AUDIT_OUTCOME_ALLOW) {
-        rec->category = WELBY_AUDIT_CAT_OPERATION;
+    case NGX_HTTP_WELBY_DECISION_ALLOW:
+        decision = WELBY_AUDIT_DECISION_ALLOW;
+        break;
 
-    } else {
-        rec->category = WELBY_AUDIT_CAT_EVENT;
+    case NGX_HTTP_WELBY_DECISION_DENY:
+        decision = WELBY_AUDIT_DECISION_DENY;
+        break;
+
+    case NGX_HTTP_WELBY_DECISION_DETECT:
+        decision = WELBY_AUDIT_DECISION_DETECT;
+        break;
+
+    default: /* NGX_HTTP_WELBY_DECISION_NONE */
+        decision = WELBY_AUDIT_DECISION_NONE;
     }
+
+    welby_audit_classify(rec, decision, ctx->reason, (int64_t) status);
 
     rec->method.data = r->method_name.data;
     rec->method.len = r->method_name.len;
@@ -1093,10 +1111,21 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     u_char      stack[4096];
 
     if (sink->file->fd != sink->fd) {
-        ngx_http_welby_audit_reopened(sink, log);
+        ngx_http_welby_audit_reopened(sink);
     }
 
     prev = sink->chained ? sink->prev : NULL;
+
+    /*
+     * A new chain in a file after another one: its first line names the
+     * line before it, so a verifier given both files sees whether the
+     * other one lost its end.
+     */
+
+    if (!sink->chained && sink->written) {
+        rec->continues_chain = sink->prev;
+        rec->continues_seq = sink->prev_seq;
+    }
 
     /*
      * One pass where the line fits (the buffer, else the stack); the
@@ -1128,7 +1157,7 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
             line = ngx_alloc(len, log);
             if (line == NULL) {
                 sink->lost++;
-                return;
+                goto done;
             }
 
             allocated = 1;
@@ -1147,7 +1176,9 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     }
 
     ngx_memcpy(sink->prev, next, sizeof(sink->prev));
+    sink->prev_seq = rec->seq;
     sink->chained = 1;
+    sink->written = 1;
 
     if (buffered) {
         if (sink->event && sink->pos == sink->start) {
@@ -1170,6 +1201,11 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     (void) ngx_http_welby_audit_write(sink, line, len, log);
 
 done:
+
+    /* the next file, and the syslog copy, have their own */
+
+    rec->continues_chain = NULL;
+    rec->continues_seq = -1;
 
     if (allocated) {
         ngx_free(line);
@@ -1331,6 +1367,8 @@ ngx_http_welby_audit_flush_reopen(ngx_open_file_t *file, ngx_log_t *log)
         return;
     }
 
+    ngx_http_welby_audit_create(sink, log);
+
     if (sink->fd == NGX_INVALID_FILE && sink->chained
         && !ngx_http_welby_audit_same_file(sink, file->fd))
     {
@@ -1350,12 +1388,11 @@ ngx_http_welby_audit_flush_handler(ngx_event_t *ev)
 
 /*
  * The file was opened anew (start, nginx -s reopen): unless it is the
- * chain's file still, a new chain starts, and a file nginx created for
- * the reopen is made owner-only.
+ * chain's file still, a new chain starts.  Its mode is not looked at
+ * here: see ngx_http_welby_audit_log() and ngx_http_welby_audit_create().
  */
 static void
-ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
-    ngx_log_t *log)
+ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink)
 {
     ngx_file_info_t  fi;
 
@@ -1375,13 +1412,33 @@ ngx_http_welby_audit_reopened(ngx_http_welby_audit_sink_t *sink,
     sink->chained = 0;
     sink->dev = fi.st_dev;
     sink->uniq = ngx_file_uniq(&fi);
+}
 
-    if (ngx_is_file(&fi) && (ngx_file_access(&fi) & 0077)
-        && fchmod(sink->fd, 0600) == -1)
-    {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "welby: fchmod(\"%V\", 0600) failed", &sink->path);
+
+/*
+ * Called just before nginx reopens the file, in the master first: a file
+ * that logrotate renamed away is created here owner-only, as at
+ * configuration time, so nginx finds it and does not create it 0644 (its
+ * NGX_FILE_DEFAULT_ACCESS).  A worker that may not create it leaves that
+ * to the master, which has done it already.
+ */
+static void
+ngx_http_welby_audit_create(ngx_http_welby_audit_sink_t *sink,
+    ngx_log_t *log)
+{
+    ngx_fd_t  fd;
+
+    fd = ngx_open_file(sink->path.data, NGX_FILE_APPEND,
+                       NGX_FILE_CREATE_OR_OPEN, 0600);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, ngx_errno,
+                       "welby: audit log \"%V\" not created before the "
+                       "reopen", &sink->path);
+        return;
     }
+
+    (void) ngx_close_file(fd);
 }
 
 

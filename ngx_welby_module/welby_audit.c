@@ -88,6 +88,8 @@ static void welby_audit_member_list(welby_audit_json_t *j, const char *key,
     const welby_str_t *s, unsigned char sep);
 static void welby_audit_body(welby_audit_out_t *o,
     const welby_audit_record_t *r);
+static void welby_audit_continues(welby_audit_out_t *o,
+    const welby_audit_record_t *r);
 static void welby_audit_tail(welby_audit_out_t *o,
     const welby_audit_record_t *r);
 static size_t welby_audit_seal(welby_audit_out_t *o,
@@ -183,6 +185,7 @@ welby_audit_record_init(welby_audit_record_t *r)
     r->upstream_status = -1;
     r->alert_count = -1;
     r->alert_window_ms = -1;
+    r->continues_seq = -1;
 
     r->category = WELBY_AUDIT_CAT_EVENT;
     r->severity = WELBY_AUDIT_SEV_INFORMATIONAL;
@@ -190,6 +193,48 @@ welby_audit_record_init(welby_audit_record_t *r)
     /* a record nobody completed must not read as an allowed request */
     r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
     r->reason = WELBY_REASON_NONE;
+}
+
+
+void
+welby_audit_classify(welby_audit_record_t *r,
+    welby_audit_decision_e decision, welby_reason_e reason, int64_t status)
+{
+    if (decision == WELBY_AUDIT_DECISION_DENY) {
+        r->outcome = WELBY_AUDIT_OUTCOME_DENY;
+        r->category = welby_reason_is_auth(reason)
+                      ? WELBY_AUDIT_CAT_AUTHENTICATION : WELBY_AUDIT_CAT_EVENT;
+
+        /* a refusal because the gateway could not decide needs a look */
+        r->severity = status >= 500 ? WELBY_AUDIT_SEV_ERROR
+                                    : WELBY_AUDIT_SEV_WARNING;
+        return;
+    }
+
+    if (status >= 500) {
+        r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+        r->category = WELBY_AUDIT_CAT_EVENT;
+        r->severity = WELBY_AUDIT_SEV_ERROR;
+        return;
+    }
+
+    if (decision != WELBY_AUDIT_DECISION_ALLOW
+        && decision != WELBY_AUDIT_DECISION_DETECT)
+    {
+        /*
+         * Answered before any step ran (a rewrite-phase return): not an
+         * error of the service, but a response nothing checked.
+         */
+        r->outcome = WELBY_AUDIT_OUTCOME_ERROR;
+        r->category = WELBY_AUDIT_CAT_EVENT;
+        r->severity = WELBY_AUDIT_SEV_WARNING;
+        return;
+    }
+
+    r->outcome = WELBY_AUDIT_OUTCOME_ALLOW;
+    r->category = WELBY_AUDIT_CAT_OPERATION;
+    r->severity = decision == WELBY_AUDIT_DECISION_DETECT
+                  ? WELBY_AUDIT_SEV_NOTICE : WELBY_AUDIT_SEV_INFORMATIONAL;
 }
 
 
@@ -617,6 +662,30 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
     welby_audit_member_int(&j, "window_ms", r->alert_window_ms);
     welby_audit_member_str(&j, "key", &r->alert_key);
     welby_audit_end(&j);
+
+    welby_audit_continues(o, r);
+}
+
+
+/* ,"continues":{"seq":N,"chain":"<hex>"} when the record has one */
+static void
+welby_audit_continues(welby_audit_out_t *o, const welby_audit_record_t *r)
+{
+    if (r->continues_chain == NULL) {
+        return;
+    }
+
+    welby_audit_str(o, ",\"continues\":{");
+
+    if (r->continues_seq >= 0) {
+        welby_audit_str(o, "\"seq\":");
+        welby_audit_int(o, r->continues_seq);
+        welby_audit_str(o, ",");
+    }
+
+    welby_audit_str(o, "\"chain\":\"");
+    welby_audit_escape(o, r->continues_chain, WELBY_AUDIT_HEX_LEN);
+    welby_audit_str(o, "\"}");
 }
 
 
@@ -908,6 +977,8 @@ welby_audit_fhir_envelope(welby_audit_out_t *o, const welby_audit_record_t *r)
         welby_audit_str(o, ",\"seq\":");
         welby_audit_int(o, r->seq);
     }
+
+    welby_audit_continues(o, r);
 }
 
 

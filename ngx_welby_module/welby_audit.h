@@ -41,6 +41,11 @@
  *   limit       {"key"}                        the rate-limit key that fired
  *   upstream    {"status"}
  *   alert       {"event", "count", "window_ms", "key"}   alert records only
+ *   continues   {"seq", "chain"}: the first line of a stream in a file
+ *               that the writer went on to from another file (a reopen
+ *               that found a new file): the seq and chain of the last
+ *               line it wrote before, in the other file (chained lines
+ *               only)
  *   chain       64 lowercase hex digits; always the last member
  *
  * Strings are written as valid UTF-8 JSON whatever bytes they hold: '"',
@@ -92,13 +97,13 @@
  * severity, http status, sizes and times, amr, cert_sha256, source port,
  * country and asn, tls, waf, limit, upstream) are not in the FHIR form.
  *
- * A FHIR file line is the AuditEvent followed by four members that are
- * not FHIR - "node", "stream", "seq" (each when present) and "chain",
- * last - so that the chain rule below and conf/audit-verify apply to it
- * unchanged.  A FHIR consumer removes these four top-level members
- * (no AuditEvent element has these names) before validating or storing
- * the resource.  Without a chain (r->chain NULL, welby_audit_fhir()) the
- * line is a plain AuditEvent with none of them.
+ * A FHIR file line is the AuditEvent followed by members that are not
+ * FHIR - "node", "stream", "seq", "continues" (each when present) and
+ * "chain", last - so that the chain rule below and conf/audit-verify
+ * apply to it unchanged.  A FHIR consumer removes these five top-level
+ * members (no AuditEvent element has these names) before validating or
+ * storing the resource.  Without a chain (r->chain NULL,
+ * welby_audit_fhir()) the line is a plain AuditEvent with none of them.
  *
  * Never in a record: the token, a query value, a request or response body.
  * The query is kept as its parameter names and a keyed hash, so two
@@ -120,13 +125,20 @@
  * over the bytes as written, so a verifier needs no JSON canonicalisation.
  * A writer (a worker process) keeps prev per file, uses a stream id that
  * no other writer of that file uses (for example "<pid>.<start ms>", as
- * pids are reused), and advances prev only after the line was written.
- * conf/audit-verify checks files offline.
+ * pids are reused), numbers its records 1, 2, ... ("seq"), and advances
+ * prev only after the line was written.  A stream starts from zeros only
+ * at its first line in a file: seq 1 for a new stream, or a line with
+ * "continues" naming the stream's last line in the file before (the
+ * writer reopened its file and found another one).  A reopen that finds
+ * the same file goes on with the chain.  conf/audit-verify checks files
+ * offline, and the continues links between the files it is given.
  *
  * The chain is unkeyed: it shows a line removed, altered, inserted or
  * reordered, and lines cut off the end of a file only by comparison with
- * a copy kept elsewhere (the syslog stream carries the same chain values).
- * Whoever can rewrite the whole file can also recompute the chain.
+ * a copy kept elsewhere (the syslog stream carries the same chain values)
+ * or, for a rotated file, with the next file's continues link.  Whoever
+ * can rewrite a stream from some line to its end can also recompute the
+ * chain of what follows.
  */
 
 #ifndef WELBY_AUDIT_H
@@ -246,12 +258,52 @@ typedef struct {
     /* an EVP_MD * for SHA-256 fetched once by the caller, or NULL */
     const void              *sha256;
 
+    /*
+     * The stream's last line in the file before, for the first line of a
+     * new chain in a file the writer went on to (chained lines only).
+     */
+    int64_t                  continues_seq;
+    const unsigned char     *continues_chain;   /* 64 hex digits or NULL */
+
     /* written last when set; welby_audit_json_chained() computes it */
     const unsigned char     *chain;         /* 64 hex digits or NULL */
 } welby_audit_record_t;
 
 
 void welby_audit_record_init(welby_audit_record_t *r);
+
+/*
+ * What the gateway decided about a request; the access handler's
+ * decision, as welby_audit_classify() reads it.
+ */
+typedef enum {
+    WELBY_AUDIT_DECISION_NONE = 0,      /* no step ran */
+    WELBY_AUDIT_DECISION_ALLOW,
+    WELBY_AUDIT_DECISION_DENY,
+    WELBY_AUDIT_DECISION_DETECT         /* a reason found, not enforced */
+} welby_audit_decision_e;
+
+/*
+ * The outcome, category and severity of a request's record, from the
+ * decision, the reason and the HTTP status (README.md, "The audit
+ * trail", has the table):
+ *
+ *   refused                  deny   authentication (a client_cert_* or
+ *                                   token_* reason) or event; warning,
+ *                                   error when the status is 5xx
+ *                                   (internal_error)
+ *   allowed, 5xx             error  event          error
+ *   not checked (no step
+ *   ran), 5xx                error  event          error
+ *   not checked, other       error  event          warning
+ *   allowed in detect mode   allow  operation      notice
+ *   allowed                  allow  operation      informational
+ *
+ * Only a refusal is an authentication record: a detect-mode request that
+ * went through is an operation, with its reason kept.
+ */
+void welby_audit_classify(welby_audit_record_t *r,
+    welby_audit_decision_e decision, welby_reason_e reason, int64_t status);
 
 const char *welby_audit_category_name(welby_audit_category_e category);
 const char *welby_audit_severity_name(welby_audit_severity_e severity);

@@ -174,6 +174,58 @@ main(void)
     };
     static const char      zeros[] =
         "0000000000000000000000000000000000000000000000000000000000000000";
+    static const struct {
+        const char              *name;
+        welby_audit_decision_e   decision;
+        welby_reason_e           reason;
+        int64_t                  status;
+        const char              *expect;
+    } cells[] = {
+        { "allowed", WELBY_AUDIT_DECISION_ALLOW, WELBY_REASON_NONE, 200,
+          "allow/operation/informational" },
+        { "allowed", WELBY_AUDIT_DECISION_ALLOW, WELBY_REASON_NONE, 404,
+          "allow/operation/informational" },
+        { "allowed", WELBY_AUDIT_DECISION_ALLOW, WELBY_REASON_NONE, 499,
+          "allow/operation/informational" },
+        { "allowed", WELBY_AUDIT_DECISION_ALLOW, WELBY_REASON_NONE, 502,
+          "error/event/error" },
+        { "detect", WELBY_AUDIT_DECISION_DETECT, WELBY_REASON_TOKEN_MISSING,
+          200, "allow/operation/notice" },
+        { "detect", WELBY_AUDIT_DECISION_DETECT,
+          WELBY_REASON_CLIENT_CERT_REQUIRED, 200, "allow/operation/notice" },
+        { "detect", WELBY_AUDIT_DECISION_DETECT,
+          WELBY_REASON_METHOD_NOT_ALLOWED, 200, "allow/operation/notice" },
+        { "detect", WELBY_AUDIT_DECISION_DETECT, WELBY_REASON_TOKEN_MISSING,
+          502, "error/event/error" },
+        { "refused", WELBY_AUDIT_DECISION_DENY, WELBY_REASON_TOKEN_MISSING,
+          401, "deny/authentication/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY, WELBY_REASON_TOKEN_BINDING,
+          401, "deny/authentication/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY,
+          WELBY_REASON_CLIENT_CERT_REQUIRED, 403,
+          "deny/authentication/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY,
+          WELBY_REASON_CLIENT_CERT_NOT_ALLOWED, 403,
+          "deny/authentication/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY, WELBY_REASON_TOKEN_MISSING,
+          499, "deny/authentication/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY,
+          WELBY_REASON_REQUEST_MALFORMED, 400, "deny/event/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY,
+          WELBY_REASON_METHOD_NOT_ALLOWED, 405, "deny/event/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY, WELBY_REASON_TLS_REQUIRED,
+          403, "deny/event/warning" },
+        { "refused", WELBY_AUDIT_DECISION_DENY, WELBY_REASON_INTERNAL_ERROR,
+          500, "deny/event/error" },
+        { "not checked", WELBY_AUDIT_DECISION_NONE, WELBY_REASON_NONE, 200,
+          "error/event/warning" },
+        { "not checked", WELBY_AUDIT_DECISION_NONE, WELBY_REASON_NONE, 301,
+          "error/event/warning" },
+        { "not checked", WELBY_AUDIT_DECISION_NONE, WELBY_REASON_NONE, 404,
+          "error/event/warning" },
+        { "not checked", WELBY_AUDIT_DECISION_NONE, WELBY_REASON_NONE, 503,
+          "error/event/error" }
+    };
 
     buf = malloc(256 * 1024);
     big = malloc(128 * 1024);
@@ -563,6 +615,35 @@ main(void)
     ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
        "welby_audit_json() with r->chain writes the same line");
 
+    /* a new chain in another file names the line before it */
+
+    r.chain = NULL;
+    r.seq = 3;
+    r.id = (welby_str_t) S("req-3");
+    r.continues_seq = 2;
+    r.continues_chain = next;
+    memcpy(prev, next, 65);
+    m = welby_audit_json_chained(buf, 65536, &r, NULL, hex);
+    doc = load(buf, m);
+    ok(get_int(doc, "continues", "seq") == 2
+       && strcmp(get_str(doc, "continues", "chain"), (char *) prev) == 0,
+       "continues holds the seq and chain of the line before");
+    json_decref(doc);
+    k = sizeof(",\"continues\":{\"seq\":2,\"chain\":\"\"}") - 1 + 64;
+    ok(m > k + WELBY_AUDIT_CHAIN_TAIL + 1
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL - k,
+                 ",\"continues\":{\"seq\":2,\"chain\":\"", 31) == 0
+       && memcmp(buf + m - 1 - WELBY_AUDIT_CHAIN_TAIL - 2, "\"}", 2) == 0,
+       "continues is the member before the chain");
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) hex, expect,
+           "a continues line chains from 64 '0', continues included");
+    r.continues_chain = NULL;
+    m = welby_audit_json_chained(buf, 65536, &r, NULL, hex);
+    ok(!contains(buf, m, "continues"),
+       "without continues_chain there is no continues member");
+    r.continues_seq = -1;
+
     /* FHIR AuditEvent */
 
     welby_audit_record_init(&r);
@@ -860,6 +941,23 @@ main(void)
     ok(n == k && k == m && memcmp(buf, buf + 4096, m) == 0,
        "welby_audit_fhir() with r->chain writes the same line");
 
+    r.chain = NULL;
+    r.seq = 9;
+    r.continues_seq = 8;
+    r.continues_chain = prev;
+    m = welby_audit_fhir_chained(buf, 65536, &r, NULL, hex);
+    doc = load(buf, m);
+    ok(json_integer_value(jget(doc, "continues.seq")) == 8
+       && strcmp(jstr(doc, "continues.chain"), (char *) prev) == 0
+       && json_integer_value(jget(doc, "seq")) == 9,
+       "a FHIR line names the line before it too");
+    json_decref(doc);
+    sha256_hex(expect, zeros, buf, m - 1 - WELBY_AUDIT_CHAIN_TAIL);
+    is_str((char *) hex, expect,
+           "and chains from 64 '0', continues included");
+    r.continues_chain = NULL;
+    r.continues_seq = -1;
+
     /* RFC 5424 */
 
     welby_audit_record_init(&r);
@@ -941,6 +1039,22 @@ main(void)
     buf[m] = '\0';
     ok(strncmp((char *) buf + 9, (char *) big, 255) == 0
        && buf[9 + 255] == ' ', "HOSTNAME is cut at 255 bytes");
+
+    /* outcome, category and severity: one cell each (README.md's table) */
+
+    for (i = 0; i < (int) (sizeof(cells) / sizeof(cells[0])); i++) {
+        welby_audit_record_init(&r);
+        welby_audit_classify(&r, cells[i].decision, cells[i].reason,
+                             cells[i].status);
+        snprintf(expect, sizeof(expect), "%s/%s/%s",
+                 welby_audit_outcome_name(r.outcome),
+                 welby_audit_category_name(r.category),
+                 welby_audit_severity_name(r.severity));
+        is_str(expect, cells[i].expect, "%s, %s, status %d: %s",
+               cells[i].name, welby_reason_get(cells[i].reason)->code[0]
+               ? welby_reason_get(cells[i].reason)->code : "no reason",
+               (int) cells[i].status, cells[i].expect);
+    }
 
     free(buf);
     free(big);
