@@ -613,6 +613,14 @@ ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs at least one address or network";
     }
 
+    if (proxy->request_id && cf->cmd_type == NGX_HTTP_LOC_CONF) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "welby_trusted_proxy: request_id=on is ignored "
+                           "in a location: the request id is made before "
+                           "a location is chosen, by the server's "
+                           "welby_trusted_proxy");
+    }
+
     wlcf->trusted_proxy = proxy;
 
     return NGX_CONF_OK;
