@@ -914,6 +914,12 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->sha256 = wmcf->sha256;
     rec->id.data = ctx->request_id.data;
     rec->id.len = ctx->request_id.len;
+
+    if (ctx->client_request_id.len) {
+        rec->client_request_id.data = ctx->client_request_id.data;
+        rec->client_request_id.len = ctx->client_request_id.len;
+    }
+
     rec->node.data = wmcf->audit_node.data;
     rec->node.len = wmcf->audit_node.len;
     rec->stream.data = wmcf->audit_stream.data;

@@ -2,7 +2,8 @@
  * ngx_http_welby_module: the PHR-aware security gateway.
  *
  * This file holds the directives, the configuration, the per-request
- * context, the access-phase pipeline, the refusal builder, the response
+ * context and the audit trail's membership (post-read and rewrite
+ * handlers), the access-phase pipeline, the refusal builder, the response
  * header filter and the log-phase handler.  Each pipeline step lives in
  * the file of its concern.
  */
@@ -18,14 +19,23 @@ typedef struct {
 } ngx_http_welby_step_t;
 
 
+static ngx_int_t ngx_http_welby_post_read_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_welby_rewrite_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_welby_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_welby_log_handler(ngx_http_request_t *r);
 static u_char *ngx_http_welby_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
 static ngx_int_t ngx_http_welby_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_welby_in_trail(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+static ngx_int_t ngx_http_welby_join(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+static ngx_http_welby_ctx_t *ngx_http_welby_start(ngx_http_request_t *r);
 static ngx_http_welby_ctx_t *ngx_http_welby_create_ctx(ngx_http_request_t *r);
 static void ngx_http_welby_cleanup(void *data);
 static ngx_int_t ngx_http_welby_request_id(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+static ngx_int_t ngx_http_welby_forward_id(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static ngx_uint_t ngx_http_welby_header_match(ngx_table_elt_t *h,
     ngx_array_t *names, ngx_str_t *prefix);
@@ -295,6 +305,90 @@ static ngx_str_t  ngx_http_welby_no_step = ngx_string("-");
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
+/*
+ * The earliest phase a module can act in: every request of a server with
+ * a "welby on" location gets its context, its request id and the private
+ * error log context here, before realip, limit_req, limit_conn and
+ * client_max_body_size log anything of it.  Which location it belongs
+ * to is not known yet, so nothing of the request is changed here.
+ */
+static ngx_int_t
+ngx_http_welby_post_read_handler(ngx_http_request_t *r)
+{
+    ngx_http_welby_srv_conf_t  *wscf;
+
+    wscf = ngx_http_get_module_srv_conf(r, ngx_http_welby_module);
+
+    if (!wscf->enabled || r != r->main
+        || ngx_http_welby_get_ctx(r) != NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_welby_start(r) == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The audit trail's membership, decided in the rewrite phase of each
+ * location the request reaches, before the rewrite module's "return" of
+ * the same location: a request joins the trail in the first "welby on"
+ * location it reaches, and never leaves it, whatever error_page or
+ * internal redirect follows.  A request that nginx refused or redirected
+ * before any location's phases ran (a 413 of client_max_body_size, a
+ * server-level "return", a 400 of its request line sent to error_page)
+ * belongs to its server, which has a "welby on" location.
+ */
+static ngx_int_t
+ngx_http_welby_rewrite_handler(ngx_http_request_t *r)
+{
+    ngx_http_welby_ctx_t       *ctx;
+    ngx_http_welby_srv_conf_t  *wscf;
+    ngx_http_welby_loc_conf_t  *wlcf;
+
+    wscf = ngx_http_get_module_srv_conf(r, ngx_http_welby_module);
+
+    if (!wscf->enabled || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        /* no post-read phase: nginx refused it and error_page sent it */
+
+        ctx = ngx_http_welby_start(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (!ctx->location_reached) {
+        ctx->location_reached = 1;
+
+        if (r->internal) {
+            ctx->trail = 1;
+        }
+    }
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+
+    if (!wlcf->enable && !ctx->trail) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_welby_join(r, ctx, wlcf->enable ? wlcf : NULL) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_welby_access_handler(ngx_http_request_t *r)
 {
@@ -321,7 +415,7 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
     }
 
     if (ctx == NULL) {
-        ctx = ngx_http_welby_create_ctx(r);
+        ctx = ngx_http_welby_start(r);
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -329,9 +423,9 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
     ctx->pipeline_done = 1;
 
-    r->log_handler = ngx_http_welby_log_error;
+    /* the rewrite handler has done this, unless a module skipped it */
 
-    if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
+    if (ngx_http_welby_join(r, ctx, wlcf) != NGX_OK) {
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
         ctx->reason = WELBY_REASON_INTERNAL_ERROR;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -394,17 +488,19 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
 
 /*
- * Exactly one audit record per request: subrequests are part of their
- * main request, and the context, found again after internal redirects,
- * remembers that the record was written.  A request that never reached
- * the access phase (a rewrite-phase return, an early error) gets its
- * context and request id here.
+ * Exactly one audit record per request of the trail: subrequests are
+ * part of their main request, and the context, found again after
+ * internal redirects, remembers that the record was written.  A request
+ * nginx ended before the post-read phase (a malformed request line, a
+ * bad Host, headers too large, a client that left or timed out while
+ * sending them) gets its context and request id here or in the header
+ * filter; its header lists may never have been initialised, so nothing
+ * here touches them.
  */
 static ngx_int_t
 ngx_http_welby_log_handler(ngx_http_request_t *r)
 {
-    ngx_http_welby_ctx_t       *ctx;
-    ngx_http_welby_loc_conf_t  *wlcf;
+    ngx_http_welby_ctx_t  *ctx;
 
     if (r != r->main) {
         return NGX_OK;
@@ -412,19 +508,13 @@ ngx_http_welby_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_welby_get_ctx(r);
 
+    if (!ngx_http_welby_in_trail(r, ctx)) {
+        return NGX_OK;
+    }
+
     if (ctx == NULL) {
-        wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
-
-        if (!wlcf->enable) {
-            return NGX_OK;
-        }
-
-        ctx = ngx_http_welby_create_ctx(r);
+        ctx = ngx_http_welby_start(r);
         if (ctx == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -510,10 +600,16 @@ ngx_http_welby_log_error(ngx_http_request_t *r, ngx_http_request_t *sr,
 }
 
 
+/*
+ * Every response of the trail carries its request id, and HSTS where the
+ * tls step would send it: nginx's own error pages too, for requests it
+ * refused before any phase of the module ran.
+ */
 static ngx_int_t
 ngx_http_welby_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_welby_ctx_t  *ctx;
+    ngx_http_welby_ctx_t       *ctx;
+    ngx_http_welby_loc_conf_t  *wlcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -521,11 +617,24 @@ ngx_http_welby_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_welby_get_ctx(r);
 
-    if (ctx == NULL || ctx->request_id.len == 0) {
+    if (!ngx_http_welby_in_trail(r, ctx)) {
         return ngx_http_next_header_filter(r);
     }
 
-    if (ngx_http_welby_tls_headers(r, ctx) != NGX_OK) {
+    if (ctx == NULL) {
+        ctx = ngx_http_welby_start(r);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    wlcf = ctx->conf;
+
+    if (wlcf == NULL) {
+        wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+    }
+
+    if (ngx_http_welby_tls_headers(r, ctx, wlcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -543,6 +652,51 @@ ngx_http_welby_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * Whether the request belongs to the audit trail (see the rewrite
+ * handler): it joined it, or it reached no location and its server has a
+ * "welby on" one.
+ */
+static ngx_uint_t
+ngx_http_welby_in_trail(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    ngx_http_welby_srv_conf_t  *wscf;
+
+    if (ctx != NULL) {
+        if (ctx->trail) {
+            return 1;
+        }
+
+        if (ctx->location_reached) {
+            return 0;
+        }
+    }
+
+    wscf = ngx_http_get_module_srv_conf(r, ngx_http_welby_module);
+
+    return wscf->enabled;
+}
+
+
+/*
+ * The request joins the trail, in the "welby on" location wlcf, or
+ * (wlcf NULL) by its server: from here on the backend, like the client,
+ * sees only the request id of the record.
+ */
+static ngx_int_t
+ngx_http_welby_join(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
+    ctx->trail = 1;
+
+    if (ctx->conf == NULL) {
+        ctx->conf = wlcf;
+    }
+
+    return ngx_http_welby_forward_id(r, ctx);
 }
 
 
@@ -572,6 +726,30 @@ ngx_http_welby_get_ctx(ngx_http_request_t *r)
             }
         }
     }
+
+    return ctx;
+}
+
+
+/*
+ * The context of a main request with its request id, and the private
+ * error log context from now on.  NULL on failure (memory, RAND_bytes).
+ */
+static ngx_http_welby_ctx_t *
+ngx_http_welby_start(ngx_http_request_t *r)
+{
+    ngx_http_welby_ctx_t  *ctx;
+
+    ctx = ngx_http_welby_create_ctx(r);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    if (ngx_http_welby_request_id(r, ctx) != NGX_OK) {
+        return NULL;
+    }
+
+    r->log_handler = ngx_http_welby_log_error;
 
     return ctx;
 }
@@ -612,51 +790,69 @@ ngx_http_welby_cleanup(void *data)
 }
 
 
+/*
+ * The request id, decided once, from the request headers alone (which a
+ * request that failed on its request line does not have; reading an
+ * uninitialised list is safe, pushing into one is not).  An incoming
+ * X-Request-Id is the id only when it comes from a welby_trusted_proxy
+ * with request_id=on, by the server's welby_trusted_proxy: the location
+ * is not known yet.  Any other client gets an id of the gateway's, and
+ * its own, when it is one, is kept for the record.
+ */
 static ngx_int_t
 ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
     u_char                      *p, *rnd;
+    ngx_str_t                    peer;
     ngx_uint_t                   i, n;
-    ngx_array_t                  names;
     ngx_list_part_t             *part;
     ngx_table_elt_t             *h, *found;
+    ngx_http_welby_proxy_t      *proxy;
+    ngx_http_core_srv_conf_t    *cscf;
+    ngx_http_welby_loc_conf_t   *slcf;
     ngx_http_welby_main_conf_t  *wmcf;
 
     n = 0;
     found = NULL;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len == ngx_http_welby_request_id_header.len
+                && ngx_strncasecmp(h[i].key.data,
+                                   ngx_http_welby_request_id_header.data,
+                                   h[i].key.len)
+                   == 0)
+            {
+                n++;
+                found = &h[i];
             }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == ngx_http_welby_request_id_header.len
-            && ngx_strncasecmp(h[i].key.data,
-                               ngx_http_welby_request_id_header.data,
-                               h[i].key.len)
-               == 0)
-        {
-            n++;
-            found = &h[i];
         }
     }
 
-    if (n == 1 && welby_fhir_id_valid(found->value.data, found->value.len)) {
-        p = ngx_cpymem(ctx->request_id_data, found->value.data,
+    if (n == 1
+        && welby_request_id_valid(found->value.data, found->value.len))
+    {
+        cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+        slcf = cscf->ctx->loc_conf[ngx_http_welby_module.ctx_index];
+        proxy = slcf->trusted_proxy;
+
+        if (proxy && proxy->request_id
+            && ngx_http_welby_proxy_peer(r, proxy, &peer))
+        {
+            p = ngx_cpymem(ctx->request_id_data, found->value.data,
+                           found->value.len);
+            ctx->request_id.data = ctx->request_id_data;
+            ctx->request_id.len = p - ctx->request_id_data;
+            ctx->id_from_header = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_cpymem(ctx->client_request_id_data, found->value.data,
                        found->value.len);
-        ctx->request_id.data = ctx->request_id_data;
-        ctx->request_id.len = p - ctx->request_id_data;
-        return NGX_OK;
+        ctx->client_request_id.data = ctx->client_request_id_data;
+        ctx->client_request_id.len = p - ctx->client_request_id_data;
     }
 
     /*
@@ -697,20 +893,54 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     ctx->request_id.len = p - ctx->request_id_data;
 
     if (n) {
-        /* Repeated or malformed: the backend must see only ours. */
-
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "welby: client X-Request-Id replaced (%ui)", n);
+    }
 
-        names.elts = &ngx_http_welby_request_id_header;
-        names.nelts = 1;
+    return NGX_OK;
+}
 
-        if (ngx_http_welby_remove_headers(r, &r->headers_in.headers, &names,
-                                          NULL)
+
+/*
+ * The backend receives exactly one X-Request-Id, the record's: a client's
+ * own ones leave the request.  Only in a phase handler of the trail,
+ * never in the log phase, when the backend is done.
+ */
+static ngx_int_t
+ngx_http_welby_forward_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    ngx_array_t       names;
+    ngx_table_elt_t  *h;
+
+    if (ctx->id_forwarded || ctx->id_from_header) {
+        return NGX_OK;
+    }
+
+    ctx->id_forwarded = 1;
+
+    if (r->headers_in.headers.nalloc == 0) {
+
+        /*
+         * HTTP/0.9, or a request line nginx refused and error_page sent
+         * here: nginx never made the list.
+         */
+
+        if (ngx_list_init(&r->headers_in.headers, r->pool, 2,
+                          sizeof(ngx_table_elt_t))
             != NGX_OK)
         {
             return NGX_ERROR;
         }
+    }
+
+    names.elts = &ngx_http_welby_request_id_header;
+    names.nelts = 1;
+
+    if (ngx_http_welby_remove_headers(r, &r->headers_in.headers, &names,
+                                      NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     h = ngx_http_welby_push_header(&r->headers_in.headers,
@@ -1187,6 +1417,27 @@ ngx_http_welby_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
+    /*
+     * Handlers of a phase run in the reverse order of their registration,
+     * and the realip and rewrite modules registered theirs before ours:
+     * the post-read handler sees the TCP peer before realip replaces it,
+     * and the rewrite handler runs before a "return" of the location.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_welby_post_read_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_welby_rewrite_handler;
+
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
@@ -1333,6 +1584,7 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_welby_loc_conf_t *prev = parent;
     ngx_http_welby_loc_conf_t *conf = child;
 
+    ngx_http_welby_srv_conf_t   *wscf;
     ngx_http_welby_main_conf_t  *wmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -1373,6 +1625,11 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         wmcf->used = 1;
 
         ngx_http_welby_header_warn(cf);
+
+        /* as ngx_http_welby_tls_merge() marks the server protected */
+
+        wscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_welby_module);
+        wscf->enabled = 1;
     }
 
     return ngx_http_welby_tls_merge(cf, prev, conf);

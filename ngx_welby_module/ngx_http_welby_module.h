@@ -48,6 +48,7 @@ typedef struct {
     ngx_array_t                *from;           /* ngx_cidr_t */
     ngx_str_t                   proto_header;
     ngx_str_t                   protocol_header;    /* empty: not checked */
+    ngx_flag_t                  request_id;     /* its X-Request-Id is ours */
 } ngx_http_welby_proxy_t;
 
 
@@ -182,6 +183,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  certificate_check;
+    ngx_flag_t                  enabled;        /* a "welby on" location */
     ngx_flag_t                  protected;      /* a welby_tls location */
     ngx_flag_t                  client_cert;    /* a welby_client_cert one */
     ngx_flag_t                  header_warned;  /* header settings warned */
@@ -191,6 +193,13 @@ typedef struct {
 typedef struct {
     ngx_str_t                   request_id;
     u_char                      request_id_data[WELBY_FHIR_ID_MAX];
+
+    /* a valid X-Request-Id the gateway did not take, for the record */
+    ngx_str_t                   client_request_id;
+    u_char                      client_request_id_data[WELBY_FHIR_ID_MAX];
+
+    /* the first "welby on" location the request reached, if any */
+    ngx_http_welby_loc_conf_t  *conf;
 
     ngx_str_t                  *step;
     welby_reason_e              reason;
@@ -205,6 +214,10 @@ typedef struct {
     ngx_str_t                   tls_proxy;      /* the vouching proxy */
     ngx_str_t                   tls_proxy_protocol;
 
+    unsigned                    trail:1;        /* audited, X-Request-Id */
+    unsigned                    location_reached:1;
+    unsigned                    id_from_header:1;
+    unsigned                    id_forwarded:1;
     unsigned                    pipeline_done:1;
     unsigned                    tls_secure:1;
     unsigned                    tls_proxy_ok:1;
@@ -240,7 +253,9 @@ welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,
 ngx_int_t ngx_http_welby_client_cert_sha256(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 ngx_int_t ngx_http_welby_tls_headers(ngx_http_request_t *r,
-    ngx_http_welby_ctx_t *ctx);
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+ngx_uint_t ngx_http_welby_proxy_peer(ngx_http_request_t *r,
+    ngx_http_welby_proxy_t *proxy, ngx_str_t *peer);
 char *ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_welby_client_cert_allow(ngx_conf_t *cf, ngx_command_t *cmd,

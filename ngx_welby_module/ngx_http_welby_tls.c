@@ -14,12 +14,9 @@
 #define NGX_HTTP_WELBY_HSTS_DEFAULT  "max-age=31536000; includeSubDomains"
 
 
-static ngx_uint_t ngx_http_welby_tls_proxied(ngx_http_request_t *r,
+static ngx_uint_t ngx_http_welby_tls_leg(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
-static ngx_uint_t ngx_http_welby_tls_unix_trusted(ngx_http_request_t *r,
-    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
-    ngx_str_t *text);
-static ngx_uint_t ngx_http_welby_tls_vouched(ngx_http_request_t *r,
+static void ngx_http_welby_tls_vouched(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
     ngx_str_t *peer);
 static ngx_table_elt_t *ngx_http_welby_tls_header(ngx_http_request_t *r,
@@ -50,27 +47,9 @@ welby_reason_e
 ngx_http_welby_tls(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
-    ngx_uint_t          secure;
-    ngx_connection_t   *c;
+    ngx_uint_t  secure;
 
-    c = r->connection;
-    secure = 0;
-
-    /*
-     * ctx->tls_secure: the client's leg is HTTPS, at any version (HSTS is
-     * sent over it); secure: at welby_tls_min or above too.
-     */
-
-    if (wlcf->trusted_proxy && ngx_http_welby_tls_proxied(r, ctx, wlcf)) {
-        secure = ctx->tls_proxy_ok;
-
-#if (NGX_HTTP_SSL)
-    } else if (c->ssl) {
-        ctx->tls_secure = 1;
-        secure = ((ngx_uint_t) SSL_version(c->ssl->connection)
-                  >= wlcf->tls_min);
-#endif
-    }
+    secure = ngx_http_welby_tls_leg(r, ctx, wlcf);
 
     if (wlcf->tls && !secure) {
         return WELBY_REASON_TLS_REQUIRED;
@@ -89,17 +68,54 @@ ngx_http_welby_tls(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
 
 /*
- * Whether the TCP peer is a trusted proxy; if so, ctx->tls_proxy_ok says
- * whether the proxy vouches for HTTPS at or above the minimum.  The peer
- * is the address before the realip module replaced it, which realip
- * keeps for $realip_remote_addr.
+ * Whether the client's leg is HTTPS at welby_tls_min or above, directly
+ * or vouched for by a trusted proxy; ctx->tls_secure says whether it is
+ * HTTPS at any version (HSTS is sent over it).
  */
 static ngx_uint_t
-ngx_http_welby_tls_proxied(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+ngx_http_welby_tls_leg(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    ngx_str_t          peer;
+#if (NGX_HTTP_SSL)
+    ngx_connection_t  *c;
+#endif
+
+    if (wlcf->trusted_proxy
+        && ngx_http_welby_proxy_peer(r, wlcf->trusted_proxy, &peer))
+    {
+        ngx_http_welby_tls_vouched(r, ctx, wlcf, &peer);
+        return ctx->tls_proxy_ok;
+    }
+
+#if (NGX_HTTP_SSL)
+    c = r->connection;
+
+    if (c->ssl) {
+        ctx->tls_secure = 1;
+        return ((ngx_uint_t) SSL_version(c->ssl->connection)
+                >= wlcf->tls_min);
+    }
+#endif
+
+    return 0;
+}
+
+
+/*
+ * Whether the TCP peer is one of the proxy's addresses; *peer gets its
+ * address text.  The peer is the address before the realip module
+ * replaced it, which realip keeps for $realip_remote_addr (realip has
+ * not replaced it yet when the module's post-read handler runs).
+ */
+ngx_uint_t
+ngx_http_welby_proxy_peer(ngx_http_request_t *r,
+    ngx_http_welby_proxy_t *proxy, ngx_str_t *peer)
+{
     ngx_str_t                    text;
+    ngx_uint_t                   i;
     ngx_addr_t                   addr;
+    ngx_cidr_t                  *cidr;
     struct sockaddr             *sa;
     ngx_connection_t            *c;
     ngx_http_variable_value_t   *vv;
@@ -120,7 +136,19 @@ ngx_http_welby_tls_proxied(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         text.len = vv->len;
 
         if (text.len == 5 && ngx_strncmp(text.data, "unix:", 5) == 0) {
-            return ngx_http_welby_tls_unix_trusted(r, ctx, wlcf, &text);
+
+            /* a peer on a unix socket: trusted by "unix:" */
+
+            cidr = proxy->from->elts;
+
+            for (i = 0; i < proxy->from->nelts; i++) {
+                if (cidr[i].family == AF_UNIX) {
+                    *peer = text;
+                    return 1;
+                }
+            }
+
+            return 0;
         }
 
         if (ngx_parse_addr(r->pool, &addr, text.data, text.len) != NGX_OK) {
@@ -130,41 +158,22 @@ ngx_http_welby_tls_proxied(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         sa = addr.sockaddr;
     }
 
-    if (ngx_cidr_match(sa, wlcf->trusted_proxy->from) != NGX_OK) {
+    if (ngx_cidr_match(sa, proxy->from) != NGX_OK) {
         return 0;
     }
 
-    return ngx_http_welby_tls_vouched(r, ctx, wlcf, &text);
-}
+    *peer = text;
 
-
-/* A peer on a unix socket, seen through realip: trusted by "unix:". */
-static ngx_uint_t
-ngx_http_welby_tls_unix_trusted(ngx_http_request_t *r,
-    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
-    ngx_str_t *text)
-{
-    ngx_uint_t   i;
-    ngx_cidr_t  *cidr;
-
-    cidr = wlcf->trusted_proxy->from->elts;
-
-    for (i = 0; i < wlcf->trusted_proxy->from->nelts; i++) {
-        if (cidr[i].family == AF_UNIX) {
-            return ngx_http_welby_tls_vouched(r, ctx, wlcf, text);
-        }
-    }
-
-    return 0;
+    return 1;
 }
 
 
 /*
- * From a trusted proxy, which decides (returns 1): ctx->tls_proxy and
- * ctx->tls_secure are set when it vouches for HTTPS, ctx->tls_proxy_ok
- * when also for the minimum protocol.
+ * From a trusted proxy, which decides: ctx->tls_proxy and ctx->tls_secure
+ * are set when it vouches for HTTPS, ctx->tls_proxy_ok when also for the
+ * minimum protocol.
  */
-static ngx_uint_t
+static void
 ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf, ngx_str_t *peer)
 {
@@ -180,7 +189,7 @@ ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         || h->value.len != 5
         || ngx_strncasecmp(h->value.data, (u_char *) "https", 5) != 0)
     {
-        return 1;
+        return;
     }
 
     /* vouched for HTTPS */
@@ -191,24 +200,22 @@ ngx_http_welby_tls_vouched(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     if (proxy->protocol_header.len) {
         h = ngx_http_welby_tls_header(r, &proxy->protocol_header);
         if (h == NULL) {
-            return 1;
+            return;
         }
 
         version = ngx_http_welby_tls_version(h->value.data, h->value.len);
         if (version == 0) {
-            return 1;
+            return;
         }
 
         ctx->tls_proxy_protocol = h->value;
 
         if (version < wlcf->tls_min) {
-            return 1;
+            return;
         }
     }
 
     ctx->tls_proxy_ok = 1;
-
-    return 1;
 }
 
 
@@ -457,20 +464,24 @@ ngx_http_welby_client_cert_sha256(ngx_http_request_t *r,
 
 
 /*
- * HSTS on every response of a protected location that was reached over
- * HTTPS, the module's value replacing one from the backend.  Never over
- * plain HTTP (RFC 6797 section 7.2).
+ * HSTS on every response of the audit trail that came over HTTPS, under
+ * the welby_tls and welby_hsts of wlcf, the module's value replacing one
+ * from the backend.  Never over plain HTTP (RFC 6797 section 7.2).
  */
 ngx_int_t
-ngx_http_welby_tls_headers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+ngx_http_welby_tls_headers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
 {
-    ngx_http_welby_loc_conf_t  *wlcf;
+    if (!wlcf->tls || wlcf->hsts.len == 0) {
+        return NGX_OK;
+    }
 
-    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+    if (!ctx->pipeline_done) {
+        /* nginx answered before the tls step ran (a 413, a 400, a return) */
+        (void) ngx_http_welby_tls_leg(r, ctx, wlcf);
+    }
 
-    if (!ctx->tls_secure || !wlcf->enable || !wlcf->tls
-        || wlcf->hsts.len == 0)
-    {
+    if (!ctx->tls_secure) {
         return NGX_OK;
     }
 
@@ -487,7 +498,10 @@ ngx_http_welby_tls_headers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
-/* welby_trusted_proxy address|CIDR|unix: ... [proto_header=] [protocol_header=] */
+/*
+ * welby_trusted_proxy address|CIDR|unix: ... [proto_header=name]
+ *     [protocol_header=name] [request_id=on|off]
+ */
 char *
 ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -518,6 +532,25 @@ ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "request_id=", 11) == 0) {
+
+            if (ngx_strcmp(value[i].data + 11, "on") == 0) {
+                proxy->request_id = 1;
+
+            } else if (ngx_strcmp(value[i].data + 11, "off") == 0) {
+                proxy->request_id = 0;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "welby_trusted_proxy: invalid value "
+                                   "\"%V\", request_id= takes \"on\" or "
+                                   "\"off\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
 
         target = NULL;
 
@@ -578,6 +611,14 @@ ngx_http_welby_trusted_proxy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (proxy->from->nelts == 0) {
         return "needs at least one address or network";
+    }
+
+    if (proxy->request_id && cf->cmd_type == NGX_HTTP_LOC_CONF) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "welby_trusted_proxy: request_id=on is ignored "
+                           "in a location: the request id is made before "
+                           "a location is chosen, by the server's "
+                           "welby_trusted_proxy");
     }
 
     wlcf->trusted_proxy = proxy;

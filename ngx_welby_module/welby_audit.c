@@ -37,6 +37,8 @@
     "http://terminology.hl7.org/CodeSystem/object-role"
 #define WELBY_BALP_AGENT_DETAILS                                             \
     "https://profiles.ihe.net/ITI/BALP/StructureDefinition/ihe-agent-details"
+#define WELBY_BALP_ENTITY_TYPE                                               \
+    "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
 
 /*
@@ -539,6 +541,7 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
     welby_audit_member_str(&j, "time", n ? &s : &absent);
 
     welby_audit_member_str(&j, "id", &r->id);
+    welby_audit_member_str(&j, "client_request_id", &r->client_request_id);
     welby_audit_member_str(&j, "node", &r->node);
     welby_audit_member_str(&j, "stream", &r->stream);
     welby_audit_member_int(&j, "seq", r->seq);
@@ -875,9 +878,9 @@ welby_audit_fhir_agents(welby_audit_out_t *o, const welby_audit_record_t *r)
 
 
 /*
- * The patient, the resource, and the query.  BALP would put the raw query
- * in entity.query; a query value may be health data, so only its names
- * and its keyed hash go in, as entity.detail.
+ * The patient, the resource, the query and the transaction.  BALP would
+ * put the raw query in entity.query; a query value may be health data, so
+ * only its names and its keyed hash go in, as entity.detail.
  */
 static void
 welby_audit_fhir_entities(welby_audit_out_t *o, const welby_audit_record_t *r)
@@ -945,6 +948,26 @@ welby_audit_fhir_entities(welby_audit_out_t *o, const welby_audit_record_t *r)
         }
 
         welby_audit_str(o, "]}");
+    }
+
+    /*
+     * BALP's transaction entity: the X-Request-Id the backend received,
+     * which its own AuditEvents carry, and the client's own when the
+     * gateway replaced it.
+     */
+
+    if (r->id.len) {
+        welby_audit_str(o, first ? ",\"entity\":[" : ",");
+        first = 0;
+
+        welby_audit_fhir_str(o, "{\"what\":{\"identifier\":{\"value\":\"",
+                             &r->id, "\"}}");
+        welby_audit_str(o, ",\"type\":{\"system\":\"" WELBY_BALP_ENTITY_TYPE
+                           "\",\"code\":\"XrequestId\"}");
+        welby_audit_fhir_str(o, ",\"detail\":[{\"type\":"
+                                "\"client-request-id\",\"valueString\":\"",
+                             &r->client_request_id, "\"}]");
+        welby_audit_str(o, "}");
     }
 
     if (!first) {

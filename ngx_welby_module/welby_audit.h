@@ -13,7 +13,14 @@
  *
  *   schema      1                              always
  *   time        "2024-05-01T12:00:00.123Z"     UTC, milliseconds
- *   id          request id
+ *   id          request id: the gateway's own, or the one a
+ *               welby_trusted_proxy with request_id=on passed on
+ *   client_request_id
+ *               the X-Request-Id the client sent, when the gateway
+ *               did not take it as the id and it is a request id
+ *               (welby_request_id_valid()); for a support desk to find
+ *               the record a client quotes.  Never the record's key:
+ *               any client can send any value, twice
  *   node        name of this node
  *   stream      id of one writer's chain (see "Hash chain" below)
  *   seq         1, 2, ... within the stream, for comparing with copies
@@ -88,7 +95,11 @@
  *                type 2, role 24 Query, detail [{"type":
  *                "query-parameters", "valueString": "name,birthdate"},
  *                {"type": "query-hmac", "valueString": hex}] - never
- *                entity.query, which BALP fills with the raw query
+ *                entity.query, which BALP fills with the raw query;
+ *                transaction (BALP): what.identifier.value the request
+ *                id, type BasicAuditEntityType#XrequestId, and detail
+ *                [{"type": "client-request-id", "valueString": ...}]
+ *                when the client sent one of its own
  *
  * FHIR has no empty strings, so there an empty value is absent; observer
  * and agent[1] read "welby" when node is absent.  The id should be a FHIR
@@ -198,6 +209,7 @@ typedef enum {
 typedef struct {
     int64_t                  time_ms;       /* Unix time, milliseconds */
     welby_str_t              id;
+    welby_str_t              client_request_id;
     welby_str_t              node;
     welby_str_t              stream;
     int64_t                  seq;

@@ -34,6 +34,22 @@ welby_fhir_id_valid(const unsigned char *id, size_t len)
 }
 
 
+int
+welby_request_id_valid(const unsigned char *id, size_t len)
+{
+    unsigned char  c;
+
+    if (!welby_fhir_id_valid(id, len)) {
+        return 0;
+    }
+
+    c = id[0];
+
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9');
+}
+
+
 welby_reason_e
 welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
     const unsigned char *uri, size_t uri_len)

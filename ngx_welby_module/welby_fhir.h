@@ -19,6 +19,14 @@
 int welby_fhir_id_valid(const unsigned char *id, size_t len);
 
 /*
+ * A request id (X-Request-Id) the gateway passes on or records: a FHIR
+ * id that starts with a letter or a digit, so that no id is "." or "..",
+ * which a backend that names a file after it would read as a directory,
+ * nor starts with '-', which a command line would read as an option.
+ */
+int welby_request_id_valid(const unsigned char *id, size_t len);
+
+/*
  * Refuses paths that a gateway and a backend could read differently.
  * raw is the path as the client sent it (before '?'), uri the path nginx
  * decoded and normalised.  Returns WELBY_REASON_NONE or the reason.

@@ -77,6 +77,23 @@ http {
         }
     }
 
+    # the same redirect behind a trusted proxy, whose ids are taken
+    server {
+        listen 127.0.0.1:%%PORT_8083%%;
+
+        welby on;
+        welby_trusted_proxy 127.0.0.1 request_id=on;
+
+        location /tf/ {
+            root %%TESTDIR%%/html;
+            try_files $uri @echo;
+        }
+
+        location @echo {
+            proxy_pass http://127.0.0.1:%%PORT_8082%%;
+        }
+    }
+
     # first upstream: always 404, logs the X-Request-Id it received
     server {
         listen 127.0.0.1:%%PORT_8081%%;
@@ -100,7 +117,7 @@ EOF
 
 $t->write_file('html/idx/index.html', "index\n");
 
-$t->run()->plan(34);
+$t->run()->plan(35);
 
 my $HEX32 = qr/^[0-9a-f]{32}\z/;
 
@@ -166,11 +183,13 @@ check('try_files fallback to named location', '/tf/missing');
 check('index', '/idx/');
 check('rewrite last', '/rw/x');
 
-# a valid incoming id is kept across the redirect
+# a trusted proxy's id is kept across the redirect
 
-my $r = parse_response(http_req(uri => '/tf/missing',
+my $r = parse_response(http_req(uri => '/tf/missing', port => $t->port(8083),
     headers => ['X-Request-Id: keep-me-1']));
 is_deeply([$r ? $r->header('X-Request-Id') : ()], ['keep-me-1'],
-    'valid incoming id kept across try_files redirect');
+    'trusted proxy\'s id kept across try_files redirect');
+is_deeply($r && $r->json && $r->json->{headers}{'x-request-id'}, 'keep-me-1',
+    'trusted proxy\'s id: the backend after the redirect got it, once');
 is(pipeline_runs('keep-me-1'), 1,
-    'valid incoming id: pipeline ran once for that id');
+    'trusted proxy\'s id: pipeline ran once for that id');

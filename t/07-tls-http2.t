@@ -102,9 +102,10 @@ like($h->{'x-request-id'}[0] // '', $HEX32,
 is($j && $j->{headers}{'x-request-id'}, $h->{'x-request-id'}[0],
     'HTTP/2: the backend received the same request id');
 
-($status, $h, $j) = h2("-H 'X-Request-Id: h2-kept.1'");
-is($h->{'x-request-id'}[0], 'h2-kept.1',
-    'HTTP/2: a valid client request id is kept');
+($status, $h, $j) = h2("-H 'X-Request-Id: h2-client.1'");
+ok(($h->{'x-request-id'}[0] // '') =~ $HEX32
+    && ($j && $j->{headers}{'x-request-id'} // '') eq $h->{'x-request-id'}[0],
+    'HTTP/2: a client\'s valid request id is replaced, for the backend too');
 
 ($status, $h, $j) = h2("-H 'X-Request-Id: bad/id'");
 like($h->{'x-request-id'}[0] // '', $HEX32,

@@ -10,8 +10,9 @@
 # status they saw, and nothing else; and every file's hash chains must be
 # intact.
 #
-# Each request carries its own X-Request-Id (a FHIR id, which the gateway
-# keeps) and Connection: close, so what nginx received is what was
+# Each request carries its own X-Request-Id (a request id, which the
+# gateway keeps: the test client is its welby_trusted_proxy with
+# request_id=on) and Connection: close, so what nginx received is what was
 # answered: there is no keep-alive request a reload could drop unread.
 
 use strict;
@@ -61,6 +62,7 @@ http {
 
     server {
         listen 127.0.0.1:%%PORT_8080%% backlog=1024;
+        welby_trusted_proxy 127.0.0.1 request_id=on;
 
         location / {
             welby on;

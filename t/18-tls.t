@@ -42,7 +42,8 @@ http {
     welby_token off;    # tokens: t/10-token.t
     welby_audit_log %%TESTDIR%%/audit.log;
 
-    log_format backend '$http_x_request_id $request_method $request_uri';
+    # a marker of the test's own: X-Request-Id is the gateway's
+    log_format backend '$http_x_test_mark $request_method $request_uri';
 
     # the gateway: HTTPS (EC and RSA certificates, for the cipher checks)
     # and a plain listener in the same server
@@ -198,7 +199,7 @@ $conf =~ s/%%SERVER_RSA2048_KEY%%/$C{server_rsa2048}{key}/g;
 $conf =~ s/%%REPO%%/$REPO/g;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(94);
+$t->run()->plan(95);
 
 my $TLS    = $t->port(8443);
 my $PLAIN  = $t->port(8080);
@@ -237,7 +238,7 @@ my $barrier = 0;
 sub reached_backend {
     my ($id) = @_;
     my $mark = 'barrier-' . ++$barrier;
-    http_req(port => $t->port(8081), headers => ["X-Request-Id: $mark"]);
+    http_req(port => $t->port(8081), headers => ["X-Test-Mark: $mark"]);
     $t->wait_for_log(qr/^\Q$mark\E /, 10, 'backend.log');
     return scalar grep { /^\Q$id\E / } split /\n/, $t->read_file('backend.log');
 }
@@ -401,7 +402,7 @@ ok($r && $r->status == 200
 
 $r = req(port => $t->port(8090), host => 'phr.example.test',
     uri => '/fhir/Patient/redirect-get?name=x&_count=2',
-    headers => ['X-Request-Id: redirect-get-1']);
+    headers => ['X-Test-Mark: redirect-get-1']);
 is($r && $r->status . ' ' . ($r->header('Location') // ''),
     '308 https://phr.example.test/fhir/Patient/redirect-get?name=x&_count=2',
     'welby-http.conf: GET answered 308 to https, path and query kept');
@@ -409,7 +410,7 @@ is($r && $r->status . ' ' . ($r->header('Location') // ''),
 $r = req(port => $t->port(8090), host => 'phr.example.test', method => 'POST',
     uri => '/fhir/Patient?_format=json', body => '{"resourceType":"Patient"}',
     headers => ['Content-Type: application/fhir+json',
-        'X-Request-Id: redirect-post-1']);
+        'X-Test-Mark: redirect-post-1']);
 is($r && $r->status . ' ' . ($r->header('Location') // ''),
     '308 https://phr.example.test/fhir/Patient?_format=json',
     'welby-http.conf: POST answered 308 (method and body kept by the client)');
@@ -422,15 +423,17 @@ is(reached_backend('redirect-get-1') + reached_backend('redirect-post-1'), 0,
 
 # (the control for the "not contacted" checks: an allowed request's id is
 # in the backend's log)
-$r = req(tls(uri => '/fhir/Patient/1', headers => ['X-Request-Id: reach-1']));
+$r = req(tls(uri => '/fhir/Patient/1', headers => ['X-Test-Mark: reach-1']));
 is(reached_backend('reach-1'), 1,
     'control: an allowed request is seen by the backend, with its id');
 
 $r = req(port => $PLAIN, uri => '/fhir/Patient/1',
-    headers => ['X-Request-Id: plain-1']);
+    headers => ['X-Test-Mark: plain-1']);
 is($r && $r->status, 403, 'plain HTTP: refused with 403');
-is($r && $r->header('X-Request-Id'), 'plain-1',
-    'plain HTTP: the refusal carries the request id');
+like($r && $r->header('X-Request-Id') // '', $HEX32,
+    'plain HTTP: the refusal carries a request id');
+is($r && $r->json && $r->json->{id}, $r && $r->header('X-Request-Id'),
+    'plain HTTP: the OperationOutcome carries the same id');
 is(outcome_code($r), 'OperationOutcome/security/tls_required',
     'plain HTTP: OperationOutcome, issue type security, reason tls_required');
 is($r && $r->header('X-Reason'), 'tls_required',
@@ -469,7 +472,7 @@ ok($r && $r->status == 200
 # welby_tls_min TLSv1.3
 
 $r = req(tls(uri => '/tls13/x', SSL_version => 'TLSv1_2',
-    headers => ['X-Request-Id: tls13-with-12']));
+    headers => ['X-Test-Mark: tls13-with-12']));
 is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
     'welby_tls_min TLSv1.3: a TLS 1.2 client is refused with tls_required');
 is(outcome_code($r), 'OperationOutcome/security/tls_required',
@@ -529,7 +532,7 @@ $r = req(port => $TP, uri => '/fhir/Patient/1',
 is($r && $r->status, 200, 'trusted proxy: the value is case-insensitive');
 
 $r = req(port => $TP, uri => '/fhir/Patient/1',
-    headers => ['X-Request-Id: proxy-noheader']);
+    headers => ['X-Test-Mark: proxy-noheader']);
 is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
     'trusted proxy, no X-Forwarded-Proto: 403 tls_required');
 is($r && $r->header_count('Strict-Transport-Security'), 0,
@@ -562,7 +565,7 @@ is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
 # an untrusted peer: the header is ignored
 
 $r = req(port => $t->port(8092), uri => '/fhir/Patient/1',
-    headers => ['X-Forwarded-Proto: https', 'X-Request-Id: untrusted-1']);
+    headers => ['X-Forwarded-Proto: https', 'X-Test-Mark: untrusted-1']);
 is($r && $r->status . ' ' . ($r->header('X-Reason') // ''), '403 tls_required',
     'untrusted peer (only 127.0.0.2 trusted), X-Forwarded-Proto https: 403');
 is(reached_backend('untrusted-1'), 0,

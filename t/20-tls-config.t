@@ -123,7 +123,7 @@ sub refused {
         or diag($out);
 }
 
-$t->plan(65);
+$t->plan(69);
 
 ###############################################################################
 # the certificate check
@@ -236,7 +236,7 @@ passes('every new directive in its valid forms',
     server => 'welby_tls_min TLSv1.3; welby_hsts off;'
         . ' welby_client_cert optional;'
         . ' welby_trusted_proxy 127.0.0.1 proto_header=X-Proto'
-        . ' protocol_header=X-Tls-Version;'
+        . ' protocol_header=X-Tls-Version request_id=on;'
         . ' welby_tls_certificate_check on;',
     location => 'welby_tls off;'
         . ' welby_hsts max-age=63072000 includeSubDomains preload;'
@@ -276,6 +276,21 @@ refused('welby_trusted_proxy not-an-ip', qr/(?:welby_trusted_proxy|not-an-ip)/,
 refused('welby_trusted_proxy with an unknown parameter',
     qr/(?:welby_trusted_proxy|bogus)/,
     server => 'welby_trusted_proxy 127.0.0.1 bogus=1;');
+refused('welby_trusted_proxy request_id=yes',
+    qr/welby_trusted_proxy: invalid value "request_id=yes", request_id= takes "on" or "off"/,
+    server => 'welby_trusted_proxy 127.0.0.1 request_id=yes;');
+{
+    my ($code, $out) = conf(location =>
+        'welby_trusted_proxy 127.0.0.1 request_id=on;');
+    ok($code == 0 && $out =~ /\[warn\] welby_trusted_proxy: request_id=on is ignored in a location/,
+        'welby_trusted_proxy request_id=on in a location: nginx -t passes '
+        . 'with a [warn] that it is ignored') or diag($out);
+    ($code, $out) = conf(server =>
+        'welby_trusted_proxy 127.0.0.1 request_id=on;');
+    ok($code == 0 && $out !~ /request_id=on is ignored/,
+        'welby_trusted_proxy request_id=on in a server: no such warning')
+        or diag($out);
+}
 refused('welby_hsts max-age=abc', qr/(?:welby_hsts|abc)/,
     location => 'welby_hsts max-age=abc;');
 refused('welby_hsts max-age=1 bogus', qr/(?:welby_hsts|bogus)/,

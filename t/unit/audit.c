@@ -261,6 +261,7 @@ main(void)
     welby_audit_record_init(&r);
     r.time_ms = INT64_C(1714564800123);
     r.id = (welby_str_t) S("req-1");
+    r.client_request_id = (welby_str_t) S("victim-req-42");
     r.node = (welby_str_t) S("node-a");
     r.stream = (welby_str_t) S("4242.1714560000000");
     r.seq = 7;
@@ -309,6 +310,11 @@ main(void)
     is_str(get_str(doc, "time", NULL), "2024-05-01T12:00:00.123Z",
            "time is UTC with milliseconds");
     is_str(get_str(doc, "id", NULL), "req-1", "id");
+    is_str(get_str(doc, "client_request_id", NULL), "victim-req-42",
+           "client_request_id: the id the client sent, apart from id");
+    ok(strstr((char *) buf, "\"id\":\"req-1\",\"client_request_id\":"
+                            "\"victim-req-42\",\"node\":") != NULL,
+       "client_request_id follows id, before node");
     is_str(get_str(doc, "node", NULL), "node-a", "node");
     is_str(get_str(doc, "stream", NULL), "4242.1714560000000", "stream");
     ok(get_int(doc, "seq", NULL) == 7, "seq");
@@ -649,6 +655,7 @@ main(void)
     welby_audit_record_init(&r);
     r.time_ms = INT64_C(1714564800123);
     r.id = (welby_str_t) S("req-1");
+    r.client_request_id = (welby_str_t) S("client-7");
     r.node = (welby_str_t) S("node-a");
     r.stream = (welby_str_t) S("4242.1");
     r.seq = 7;
@@ -755,6 +762,18 @@ main(void)
        "the query entity holds the names and the hash as details");
     ok(jget(doc, "entity.2.query") == NULL,
        "no entity.query, which would hold the raw query");
+    ok(strcmp(jstr(doc, "entity.3.what.identifier.value"), "req-1") == 0
+       && strcmp(jstr(doc, "entity.3.type.system"),
+                 "https://profiles.ihe.net/ITI/BALP/CodeSystem/"
+                 "BasicAuditEntityType") == 0
+       && strcmp(jstr(doc, "entity.3.type.code"), "XrequestId") == 0,
+       "the last entity is BALP's transaction, with the request id");
+    ok(strcmp(jstr(doc, "entity.3.detail.0.type"), "client-request-id") == 0
+       && strcmp(jstr(doc, "entity.3.detail.0.valueString"), "client-7")
+          == 0 && json_array_size(jget(doc, "entity.3.detail")) == 1,
+       "the client's own request id is the transaction's one detail");
+    ok(json_array_size(jget(doc, "entity")) == 4,
+       "four entities: patient, resource, query, transaction");
     ok(jget(doc, "node") == NULL && jget(doc, "stream") == NULL
        && jget(doc, "seq") == NULL && jget(doc, "chain") == NULL,
        "without a chain the line is a plain AuditEvent");
@@ -867,6 +886,16 @@ main(void)
     ok(json_array_size(jget(doc, "entity")) == 1
        && strcmp(jstr(doc, "entity.0.what.reference"), "Observation/o-1")
           == 0, "an instance is referenced as type/id; no empty patient");
+    json_decref(doc);
+
+    welby_audit_record_init(&r);
+    r.id = (welby_str_t) S("gw-1");
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(json_array_size(jget(doc, "entity")) == 1
+       && strcmp(jstr(doc, "entity.0.what.identifier.value"), "gw-1") == 0
+       && jget(doc, "entity.0.detail") == NULL,
+       "no client request id: the transaction entity has no detail");
     json_decref(doc);
 
     welby_audit_record_init(&r);

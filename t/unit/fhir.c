@@ -41,6 +41,23 @@ main(void)
        "non-ASCII is not in the id grammar");
     ok(!welby_fhir_id_valid(S("a\0b")), "NUL is not in the id grammar");
 
+    ok(welby_request_id_valid(S("0a-b.C")),
+       "request id: a FHIR id that starts with a digit");
+    ok(welby_request_id_valid(S("Z")), "request id: one letter");
+    ok(welby_request_id_valid((const unsigned char *) id64, 64),
+       "request id: 64 chars");
+    ok(!welby_request_id_valid((const unsigned char *) id65, 65),
+       "request id: 65 chars is too long");
+    ok(!welby_request_id_valid(S("..")), "request id: \"..\" is refused");
+    ok(!welby_request_id_valid(S(".")), "request id: \".\" is refused");
+    ok(!welby_request_id_valid(S(".a")),
+       "request id: a leading dot is refused");
+    ok(!welby_request_id_valid(S("-rf")),
+       "request id: a leading dash is refused");
+    ok(!welby_request_id_valid(S("a_b")),
+       "request id: outside the FHIR id grammar is refused");
+    ok(!welby_request_id_valid(S("")), "request id: empty is refused");
+
     ok(check("/fhir/Patient/1", "/fhir/Patient/1") == WELBY_REASON_NONE,
        "a plain path passes");
     ok(check("/fhir/Patient/%41", "/fhir/Patient/A") == WELBY_REASON_NONE,

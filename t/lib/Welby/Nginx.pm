@@ -716,7 +716,9 @@ recently created harness object.  C<timeout> (seconds, default 10).
 =head2 http($raw_request, %opts)
 
 Sends the bytes exactly as given and returns the raw response (read until
-the server closes; use C<Connection: close>).  With C<ssl =E<gt> 1> the
+the server closes; use C<Connection: close>).  C<local> is the source
+address (default 127.0.0.1), for tests of trusted and untrusted peers.
+With C<ssl =E<gt> 1> the
 connection uses TLS; any C<SSL_*> option is passed to IO::Socket::SSL
 (default C<SSL_verify_mode =E<gt> SSL_VERIFY_NONE>).  C<body> may be sent
 after a pause with C<sleep =E<gt> seconds> (then C<$raw_request> is the head).
@@ -736,6 +738,7 @@ sub http {
         $ssl{SSL_verify_mode} //= IO::Socket::SSL::SSL_VERIFY_NONE();
         $s = IO::Socket::SSL->new(
             PeerHost => '127.0.0.1', PeerPort => $port, Timeout => $timeout,
+            ($opts{local} ? (LocalHost => $opts{local}) : ()),
             %ssl,
         ) or do {
             Test::More::diag("TLS connect to port $port failed: "
@@ -746,6 +749,7 @@ sub http {
         $s = IO::Socket::IP->new(
             PeerHost => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
             Timeout => $timeout,
+            ($opts{local} ? (LocalHost => $opts{local}) : ()),
         ) or do {
             Test::More::diag("connect to port $port failed: $!");
             return undef;
