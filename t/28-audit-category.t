@@ -136,11 +136,13 @@ my $n = 0;
 
 for my $cell (@cells) {
     my ($name, $req, $want) = @$cell;
-    my $id = sprintf('cell-%02d', ++$n);
-
-    http_req(uri => $req->{uri}, method => $req->{method} // 'GET',
-        headers => ["X-Request-Id: $id",
-            $req->{token} ? ("Authorization: Bearer $req->{token}") : ()]);
+    ++$n;
+    my ($id) = http_req(uri => $req->{uri},
+        method => $req->{method} // 'GET',
+        headers => [
+            $req->{token} ? ("Authorization: Bearer $req->{token}") : ()])
+        =~ /^X-Request-Id: ([^\r\n]+)/mi;
+    $id //= 'none';
 
     my $rec;
     $t->wait_for(sub {

@@ -74,11 +74,14 @@ my $n = 0;
 
 # one request, once its record is in both files
 sub req {
-    my $id = 'mode-' . ++$n;
-    http_req(uri => "/Patient/p$n", headers => ["X-Request-Id: $id"]);
+    ++$n;
+    my ($id) = http_req(uri => "/Patient/p$n")
+        =~ /^X-Request-Id: ([^\r\n]+)/mi;
+    $id //= 'none';
     $t->wait_for(sub {
         !grep { $t->read_file($_) !~ /"id":"\Q$id\E"/ } 'new.log', 'shared.log'
     }) or diag("no record of $id in both files");
+    return $id;
 }
 
 req();
@@ -99,10 +102,10 @@ $t->reopen() or diag('no "reopening logs" from every process');
 
 is(mode('new.log'), '0600',
     'a file created for the reopen is 0600 at once, before any record');
-req();
+my $second = req();
 is(mode('new.log'), '0600', 'and stays so once written');
 is(mode('shared.log'), '0640', 'the mode logrotate gave the new file is kept');
-ok($t->read_file('shared.log') =~ /"id":"mode-2"/,
+ok($t->read_file('shared.log') =~ /"id":"\Q$second\E"/,
     'and the record is in it');
 @start = grep { /$WARN/ } split /\n/, $t->read_file('error.log');
 is(scalar @start, 1, 'a reopen says nothing more about the mode');
