@@ -815,15 +815,19 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     n = 0;
     found = NULL;
 
+    /*
+     * Every spelling counts (X_Request_Id reaches a FastCGI backend as
+     * HTTP_X_REQUEST_ID too), but only the exact name is taken: with one
+     * of each, neither is.
+     */
+
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == ngx_http_welby_request_id_header.len
-                && ngx_strncasecmp(h[i].key.data,
-                                   ngx_http_welby_request_id_header.data,
-                                   h[i].key.len)
-                   == 0)
+            if (welby_header_name_eq(h[i].key.data, h[i].key.len,
+                                     ngx_http_welby_request_id_header.data,
+                                     ngx_http_welby_request_id_header.len))
             {
                 n++;
                 found = &h[i];
@@ -832,6 +836,9 @@ ngx_http_welby_request_id(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     }
 
     if (n == 1
+        && ngx_strlchr(found->key.data, found->key.data + found->key.len,
+                       '_')
+           == NULL
         && welby_request_id_valid(found->value.data, found->value.len))
     {
         cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);

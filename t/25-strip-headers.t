@@ -49,6 +49,7 @@ http {
         server_name a;
         underscores_in_headers on;
         welby on;
+        welby_trusted_proxy 127.0.0.2 request_id=on;
         welby_strip_header X-Forwarded-For Cookie Referer;
         add_header X-Seen "[$http_x_forwarded_for][$http_cookie][$cookie_a][$http_referer][$http_x_debug]" always;
 
@@ -175,6 +176,30 @@ for my $b (qw(fcgi scgi uwsgi)) {
         "$b: no HTTP_X_WELBY_AMR or HTTP_X_WELBY_FHIR_USER (the token has "
         . "neither), no HTTP_X_REMOTE_USER or HTTP_X_FORWARDED_USER");
 }
+
+# X-Request-Id in the other spelling: the backend sees the gateway's id
+# only, and neither spelling is taken as the client's
+
+for my $c (['127.0.0.1', 'X_Request_Id: evil-id'],
+    ['127.0.0.1', 'X_Request_Id: evil-id', 'X-Request-Id: also-evil'],
+    ['127.0.0.2', 'X_Request_Id: evil-id', 'X-Request-Id: proxy-id'])
+{
+    my ($from, @h) = @$c;
+    my $resp = http_req(uri => '/fcgi/Patient/p1', local => $from,
+        headers => ["Authorization: Bearer $tok", @h]);
+    my ($id) = $resp =~ /^X-Request-Id: ([^\r\n]+)/mi;
+    my $pr = params(parse_response($resp));
+    ok(defined $id && $id =~ /^[0-9a-f]{32}\z/
+        && vals($pr, 'HTTP_X_REQUEST_ID') eq $id,
+        "fcgi: from $from, @h: HTTP_X_REQUEST_ID is once, the gateway's id")
+        or diag(vals($pr, 'HTTP_X_REQUEST_ID'));
+}
+
+# control: the trusted proxy's id alone is taken
+my $resp = http_req(uri => '/fcgi/Patient/p1', local => '127.0.0.2',
+    headers => ["Authorization: Bearer $tok", 'X-Request-Id: proxy-id']);
+is(vals(params(parse_response($resp)), 'HTTP_X_REQUEST_ID'), 'proxy-id',
+    "fcgi: control: the trusted proxy's X-Request-Id alone is the id");
 
 my $r = get('/public/metadata', @forged);
 my $p = params($r);
