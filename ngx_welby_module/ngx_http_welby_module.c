@@ -26,6 +26,9 @@ static ngx_int_t ngx_http_welby_log_handler(ngx_http_request_t *r);
 static u_char *ngx_http_welby_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
 static ngx_int_t ngx_http_welby_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_welby_subrequest(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_welby_covers(ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf);
 static ngx_uint_t ngx_http_welby_in_trail(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static ngx_int_t ngx_http_welby_join(ngx_http_request_t *r,
@@ -301,6 +304,7 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
 
 static ngx_str_t  ngx_http_welby_request_id_header = ngx_string("X-Request-Id");
 static ngx_str_t  ngx_http_welby_no_step = ngx_string("-");
+static ngx_str_t  ngx_http_welby_subrequest_step = ngx_string("subrequest");
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
@@ -352,8 +356,12 @@ ngx_http_welby_rewrite_handler(ngx_http_request_t *r)
 
     wscf = ngx_http_get_module_srv_conf(r, ngx_http_welby_module);
 
-    if (!wscf->enabled || r != r->main) {
+    if (!wscf->enabled) {
         return NGX_DECLINED;
+    }
+
+    if (r != r->main) {
+        return ngx_http_welby_subrequest(r);
     }
 
     ctx = ngx_http_welby_get_ctx(r);
@@ -386,6 +394,116 @@ ngx_http_welby_rewrite_handler(ngx_http_request_t *r)
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * nginx runs no access phase for a subrequest (SSI, auth_request,
+ * mirror), so the steps never see one: a subrequest into a "welby on"
+ * location is let through only when the main request's steps ran, let it
+ * pass, and checked at least what this location asks for.  Anything else
+ * (a main request in a "welby off" location, one answered by "return"
+ * before its steps, one checked without a token) is refused here, in the
+ * rewrite phase, before the location's own "return" or proxying.
+ */
+static ngx_int_t
+ngx_http_welby_subrequest(ngx_http_request_t *r)
+{
+    ngx_http_welby_ctx_t       *ctx;
+    ngx_http_welby_loc_conf_t  *wlcf;
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
+
+    if (!wlcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx && ngx_http_welby_covers(ctx, wlcf)) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx) {
+        ctx->trail = 1;
+
+        if (ctx->reason == WELBY_REASON_NONE) {
+            ctx->reason = WELBY_REASON_SUBREQUEST_UNCHECKED;
+            ctx->step = &ngx_http_welby_subrequest_step;
+        }
+    }
+
+    if (wlcf->mode == NGX_HTTP_WELBY_DETECT) {
+        if (ctx && ctx->decision != NGX_HTTP_WELBY_DECISION_DENY) {
+            ctx->decision = NGX_HTTP_WELBY_DECISION_DETECT;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "welby: detect id:%V step:subrequest "
+                      "reason:subrequest_unchecked",
+                      ctx ? &ctx->request_id : &ngx_http_welby_no_step);
+        return NGX_DECLINED;
+    }
+
+    if (ctx) {
+        ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "welby: refused id:%V step:subrequest "
+                  "reason:subrequest_unchecked",
+                  ctx ? &ctx->request_id : &ngx_http_welby_no_step);
+
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
+/*
+ * Whether the main request's steps checked what the location wlcf asks
+ * for: the same location, or one that asks for no more (TLS and its
+ * version, a token, client certificates under the same allowlist).
+ */
+static ngx_uint_t
+ngx_http_welby_covers(ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
+    ngx_http_welby_loc_conf_t  *done;
+
+    done = ctx->pipeline_conf;
+
+    if (done == NULL
+        || (ctx->decision != NGX_HTTP_WELBY_DECISION_ALLOW
+            && ctx->decision != NGX_HTTP_WELBY_DECISION_DETECT))
+    {
+        return 0;
+    }
+
+    if (ctx->decision == NGX_HTTP_WELBY_DECISION_DETECT
+        && wlcf->mode == NGX_HTTP_WELBY_ENFORCE)
+    {
+        return 0;
+    }
+
+    if (done == wlcf) {
+        return 1;
+    }
+
+    if (wlcf->tls && (!done->tls || done->tls_min < wlcf->tls_min)) {
+        return 0;
+    }
+
+    if (wlcf->token != NGX_HTTP_WELBY_TOKEN_OFF && !ctx->token_valid) {
+        return 0;
+    }
+
+    if (wlcf->client_cert != NGX_HTTP_WELBY_CLIENT_CERT_OFF
+        && (done->client_cert < wlcf->client_cert
+            || done->client_cert_allow != wlcf->client_cert_allow))
+    {
+        return 0;
+    }
+
+    return 1;
 }
 
 
@@ -422,6 +540,7 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
     }
 
     ctx->pipeline_done = 1;
+    ctx->pipeline_conf = wlcf;
 
     /* the rewrite handler has done this, unless a module skipped it */
 

@@ -200,6 +200,7 @@ typedef struct {
 
     /* the first "welby on" location the request reached, if any */
     ngx_http_welby_loc_conf_t  *conf;
+    ngx_http_welby_loc_conf_t  *pipeline_conf;  /* where the steps ran */
 
     ngx_str_t                  *step;
     welby_reason_e              reason;

@@ -73,6 +73,8 @@
     X(TOKEN_BINDING, "token_binding", 401, "login",                         \
       "The access token is not bound to this client certificate.",          \
       "invalid_token")                                                      \
+    X(SUBREQUEST_UNCHECKED, "subrequest_unchecked", 403, "security",        \
+      "A subrequest into a protected location was not checked", NULL)     \
     X(INTERNAL_ERROR, "internal_error", 500, "exception",                   \
       "The request could not be checked.", NULL)
 
