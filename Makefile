@@ -3,6 +3,7 @@
 #   make            build build/ngx_http_welby_module.so for /usr/sbin/nginx
 #   make test       unit tests and end-to-end tests through nginx
 #   make test-asan  the whole suite with the module built with ASan+UBSan
+#   make test-nginx nginx's own test suite without and with the module
 #   make run        the demo gateway on https://localhost:8443/
 #
 # NGINX_SRC points at another nginx source tree (1.22 or later) to build
@@ -34,6 +35,18 @@ DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
 # What `make bench` needs on top of DEB_PACKAGES.
 BENCH_PACKAGES := wrk
 
+# What `make test-nginx` needs on top of DEB_PACKAGES: the dynamic modules
+# the stock binary was built with, without which nginx-tests' Test::Nginx
+# cannot start it.
+NGINX_TESTS_PACKAGES := libnginx-mod-http-geoip \
+                libnginx-mod-http-image-filter libnginx-mod-http-xslt-filter \
+                libnginx-mod-mail libnginx-mod-stream \
+                libnginx-mod-stream-geoip libnginx-mod-http-perl
+
+# A checkout of https://github.com/nginx/nginx-tests (relative to the
+# repository, or absolute); CI has one next to the repository.
+NGINX_TESTS ?= ../shared/nginx-tests
+
 MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.h)
 PURE_SRCS   := $(filter-out ngx_welby_module/ngx_%,\
                  $(wildcard ngx_welby_module/welby_*.c))
@@ -43,7 +56,7 @@ UNIT_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Ingx_welby_module \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 .PHONY: all deps test test-unit test-e2e test-asan fuzz fuzz-smoke run clean \
-        bench audit-verify
+        bench audit-verify test-nginx
 
 all: $(BUILD)/ngx_http_welby_module.so
 
@@ -141,6 +154,18 @@ test-asan: deps $(BUILD)/asan/ngx_http_welby_module.so $(UNIT_BINS)
 	$(PROVE) $(UNIT_BINS)
 	WELBY_MODULE=$(BUILD)/asan/ngx_http_welby_module.so WELBY_SANITIZE=1 \
 	    $(PROVE) -j$(PROVE_JOBS) -I t/lib t/
+
+# nginx-tests without the module and with welby on at http level, test by
+# test (t/nginx-tests/run --help); WELBY_SANITIZE=1 uses the ASan build.
+NGINX_TESTS_MODULE := $(if $(WELBY_SANITIZE),$(BUILD)/asan,$(BUILD))
+NGINX_TESTS_MODULE := $(NGINX_TESTS_MODULE)/ngx_http_welby_module.so
+
+test-nginx: deps $(NGINX_TESTS_MODULE)
+	$(call welby_apt,$(NGINX_TESTS_PACKAGES))
+	NGINX_TESTS='$(abspath $(NGINX_TESTS))' \
+	    WELBY_MODULE='$(NGINX_TESTS_MODULE)' NGINX_BIN='$(NGINX_BIN)' \
+	    WELBY_SANITIZE='$(WELBY_SANITIZE)' \
+	    NGINX_TESTS_JOBS='$(PROVE_JOBS)' t/nginx-tests/run
 
 run: all
 	conf/demo/run
