@@ -12,6 +12,8 @@
 
 #include "welby_reason.h"
 #include "welby_fhir.h"
+#include "welby_scope.h"
+#include "welby_compartment.h"
 #include "welby_name.h"
 #include "welby_jose.h"
 #include "welby_jwk.h"
@@ -178,6 +180,15 @@ typedef struct {
     ngx_uint_t                  client_cert;    /* NGX_HTTP_WELBY_CLIENT_CERT_* */
     ngx_array_t                *client_cert_allow;
     ngx_str_t                   hsts;           /* empty: off */
+
+    ngx_str_t                   fhir_base;      /* empty: no FHIR here */
+    ngx_array_t                *fhir_system_clients;    /* ngx_str_t */
+    ngx_array_t                *fhir_operations;        /* welby_str_t */
+    ngx_flag_t                  fhir_search_check;
+    size_t                      fhir_response_max;
+    ngx_uint_t                  fhir_response_status;   /* 403 or 404 */
+
+    size_t                      body_max_size;
 } ngx_http_welby_loc_conf_t;
 
 
@@ -226,6 +237,28 @@ typedef struct {
     unsigned                    token_valid:1;
     unsigned                    token_cached:1;
     unsigned                    audited:1;
+
+    /* where the pipeline resumes after a step waited */
+    ngx_uint_t                  step_next;
+
+    /* the classify step's answer under a FHIR base, or NULL */
+    welby_fhir_request_t       *fhir;
+
+    /* the policy step's subject and decision */
+    welby_scopes_t             *scopes;
+    welby_policy_subject_t      subject;
+    welby_policy_result_t       policy;
+
+    /* the request body, read once by the body step for every step */
+    u_char                     *body;
+    size_t                      body_len;
+    json_t                     *body_json;      /* freed by a cleanup */
+
+    unsigned                    body_wanted:1;  /* a step asked for it */
+    unsigned                    body_read:1;
+    unsigned                    body_waiting:1;
+    unsigned                    body_json_error:1;
+    unsigned                    check_response:1;
 } ngx_http_welby_ctx_t;
 
 
@@ -237,6 +270,12 @@ typedef struct {
 typedef welby_reason_e (*ngx_http_welby_step_pt)(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
+/*
+ * What a step returns instead of a reason when it waits (for the request
+ * body): the pipeline resumes at that step, never from the start.
+ */
+#define NGX_HTTP_WELBY_AGAIN  ((welby_reason_e) WELBY_REASON_COUNT)
+
 
 extern ngx_module_t  ngx_http_welby_module;
 
@@ -247,6 +286,17 @@ ngx_http_welby_ctx_t *ngx_http_welby_get_ctx(ngx_http_request_t *r);
 /* ngx_http_welby_fhir.c */
 welby_reason_e ngx_http_welby_classify(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* ngx_http_welby_body.c */
+welby_reason_e ngx_http_welby_body(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* ngx_http_welby_policy.c */
+welby_reason_e ngx_http_welby_policy(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* ngx_http_welby_response.c: the answer checked against the policy */
+ngx_int_t ngx_http_welby_response_init(ngx_conf_t *cf);
 
 /* ngx_http_welby_tls.c */
 welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,

@@ -75,6 +75,41 @@
       "invalid_token")                                                      \
     X(SUBREQUEST_UNCHECKED, "subrequest_unchecked", 403, "security",        \
       "A subrequest into a protected location was not checked", NULL)     \
+    X(FHIR_UNCLASSIFIABLE, "fhir_unclassifiable", 403, "security",          \
+      "The request cannot be checked against the access policy.", NULL)    \
+    X(FHIR_TYPE_UNKNOWN, "fhir_type_unknown", 404, "not-supported",         \
+      "The resource type is not supported.", NULL)                         \
+    X(FHIR_FORMAT_UNSUPPORTED, "fhir_format_unsupported", 415,              \
+      "not-supported", "Only FHIR JSON can be checked here.", NULL)        \
+    X(FHIR_BODY_INVALID, "fhir_body_invalid", 400, "invalid",               \
+      "The request body is not a FHIR JSON resource for this request.",    \
+      NULL)                                                                 \
+    X(FHIR_ID_MISMATCH, "fhir_id_mismatch", 400, "invalid",                 \
+      "The resource id does not match the request URL.", NULL)             \
+    X(BODY_TOO_LARGE, "body_too_large", 413, "too-costly",                  \
+      "The request body is too large to be checked.", NULL)                \
+    X(SCOPE_INSUFFICIENT, "scope_insufficient", 403, "forbidden",           \
+      "The access token's scopes do not permit this request.",             \
+      "insufficient_scope")                                                 \
+    X(SYSTEM_SCOPE_REFUSED, "system_scope_refused", 403, "forbidden",       \
+      "System scopes are not accepted from this client.",                  \
+      "insufficient_scope")                                                 \
+    X(OPERATION_UNKNOWN, "operation_unknown", 403, "not-supported",         \
+      "The operation is not allowed here.", NULL)                          \
+    X(PATIENT_MISMATCH, "patient_mismatch", 403, "forbidden",               \
+      "The request reaches a patient the access token does not.",          \
+      "insufficient_scope")                                                 \
+    X(PATIENT_UNBOUND, "patient_unbound", 403, "forbidden",                 \
+      "A search of patient data must name the patient.",                   \
+      "insufficient_scope")                                                 \
+    X(PATIENT_UNVERIFIABLE, "patient_unverifiable", 403, "forbidden",       \
+      "Whose data this request reaches cannot be verified.",               \
+      "insufficient_scope")                                                 \
+    X(RESPONSE_PATIENT_MISMATCH, "response_patient_mismatch", 403,          \
+      "forbidden", "The answer holds data the access token does not reach.", \
+      NULL)                                                                 \
+    X(RESPONSE_UNVERIFIABLE, "response_unverifiable", 502, "exception",     \
+      "The answer could not be checked.", NULL)                            \
     X(INTERNAL_ERROR, "internal_error", 500, "exception",                   \
       "The request could not be checked.", NULL)
 
