@@ -15,8 +15,9 @@ welby_reason_e
 ngx_http_welby_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
-    u_char  *raw, *q;
-    size_t   raw_len;
+    u_char          *raw, *q;
+    size_t           raw_len;
+    welby_reason_e   rc;
 
     if (!(r->method & NGX_HTTP_WELBY_METHODS)) {
         return WELBY_REASON_METHOD_NOT_ALLOWED;
@@ -30,5 +31,19 @@ ngx_http_welby_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         raw_len = q - raw;
     }
 
-    return welby_fhir_check_path(raw, raw_len, r->uri.data, r->uri.len);
+    rc = welby_fhir_check_path(raw, raw_len, r->uri.data, r->uri.len);
+
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    /* under a FHIR base every body is read: writes are checked on it */
+
+    if (wlcf->fhir_base.len
+        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked))
+    {
+        ctx->body_wanted = 1;
+    }
+
+    return WELBY_REASON_NONE;
 }

@@ -294,6 +294,13 @@ welby_reason_e ngx_http_welby_body(ngx_http_request_t *r,
 /* ngx_http_welby_policy.c */
 welby_reason_e ngx_http_welby_policy(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+char *ngx_http_welby_fhir_base(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_fhir_response_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+void ngx_http_welby_policy_create_conf(ngx_http_welby_loc_conf_t *wlcf);
+char *ngx_http_welby_policy_merge(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
 
 /* ngx_http_welby_response.c: the answer checked against the policy */
 ngx_int_t ngx_http_welby_response_init(ngx_conf_t *cf);
