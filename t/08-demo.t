@@ -546,6 +546,29 @@ for my $case (@allowed) {
     is($got, $want, "through the gateway: $name: $want") or diag($resp);
 }
 
+# a transaction at the base itself (/fhir, no slash), with a token that
+# may write p1's Observations: both entries p1's
+my $wtok = mint("--sub p1 --patient p1 --scope "
+    . "'patient/Patient.rs patient/Observation.cruds' --alg ES256");
+my $tx = encode_json({ resourceType => 'Bundle', type => 'transaction',
+    entry => [
+        { request => { method => 'GET', url => 'Patient/p1' } },
+        { request => { method => 'POST', url => 'Observation' },
+          resource => { resourceType => 'Observation', status => 'final',
+                        code => { text => 'steps' },
+                        subject => { reference => 'Patient/p1' } } },
+    ] });
+open my $txf, '>', "$dir/tx.json" or die "$dir/tx.json: $!";
+print $txf $tx;
+close $txf;
+my $txr = eval { decode_json(curl("-H 'Authorization: Bearer $wtok' "
+    . "-H 'Content-Type: application/fhir+json' --data-binary \@$dir/tx.json "
+    . "$base/fhir")) };
+is(join(' ', $txr ? $txr->{type} : 'none',
+        map { $_->{response}{status} } @{ $txr && $txr->{entry} || [] }),
+    'transaction-response 200 OK 201 Created',
+    'a transaction Bundle POSTed to the base /fhir through the gateway');
+
 # the backend builds fullUrl from the gateway's scheme and Host
 my $sr = eval { decode_json(curl("$auth '$base/fhir/Condition?patient=p1'")) };
 is(join(' ', map { $_->{fullUrl} } @{ $sr && $sr->{entry} || [] }),
