@@ -504,10 +504,13 @@ my @allowed = (
     ['p2\'s own token reads Patient/p2',
      qr{--sub p2 --patient p2 .*/fhir/Patient/p2 }, '200'],
     ['a read with a client request id', qr{X-Request-Id: demo-1}, '200'],
+    ['a family token reads p3\'s Observations',
+     qr{ \$F" \S+/fhir/Patient/p3/Observation }, '200'],
 );
 
-# The policy's refusals: printed already, checked once the policy step
-# is in the pipeline (then run them with @allowed).
+# The policy's refusals: printed already, and their comments checked;
+# run through the gateway only once the policy step is in the pipeline:
+# then the loop below runs (@allowed, @after_policy).
 my @after_policy = (
     ['p1\'s token reads Patient/p2', qr{ \$T" \S+/fhir/Patient/p2 },
      '403 patient_mismatch'],
@@ -517,10 +520,12 @@ my @after_policy = (
      qr{/fhir/Observation/o3 }, '403 response_patient_mismatch'],
     ['a search the backend does not understand (the answer is checked)',
      qr{/fhir/Observation\?subject:Patient=p1'}, '403 response_patient_mismatch'],
+    ['a family token reads Patient/p2, outside the family',
+     qr{ \$F" \S+/fhir/Patient/p2 }, '403 patient_mismatch'],
 );
 
 my @printed = grep { /^  curl / } split /\n/, $out;
-my $setup = join "\n", grep { /^  [TWO]=/ } split /\n/, $out;
+my $setup = join "\n", grep { /^  [TWOF]=/ } split /\n/, $out;
 my $repo = "$FindBin::Bin/..";
 
 for my $case (@allowed, @after_policy) {
