@@ -487,7 +487,7 @@ unlike($h, qr{^strict-transport-security:}mi,
     'no HSTS on the plain-HTTP redirect');
 
 # ---------------------------------------------------------------------------
-# The printed commands, run as printed (with their T, O and W lines) from
+# The printed commands, run as printed (with their T, O, W and F lines) from
 # the repository root: what each comment says is what each gets.
 # ---------------------------------------------------------------------------
 
