@@ -592,6 +592,11 @@ welby_fhir_classify(const welby_fhir_input_t *in, welby_fhir_request_t *out,
  * both (HAPI FHIR sees what Tomcat and Jetty decode).  An empty part
  * ("a=1&&b=2", a trailing '&') is skipped as they skip it; an empty name
  * is refused.  Names are split at the first ':' into name and modifier.
+ *
+ * A raw ';' or '#' is refused: some frameworks split parameters at ';'
+ * too, and some cut the query at '#', so that a backend would read
+ * parameters the gateway did not ("code=x;_include=...") or lose one it
+ * did ("code=x#&patient=p1").  Encoded, %3B and %23 are plain data.
  */
 static welby_reason_e
 welby_fhir_parse_params(welby_fhir_ctx_t *ctx, const unsigned char *p,
@@ -607,6 +612,10 @@ welby_fhir_parse_params(welby_fhir_ctx_t *ctx, const unsigned char *p,
 
     for (i = 0; i <= len; i++) {
         if (i < len && p[i] != '&') {
+            if (p[i] == ';' || p[i] == '#') {
+                return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+            }
+
             continue;
         }
 

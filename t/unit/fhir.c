@@ -372,6 +372,13 @@ static const cls_case_t  cls_cases[] = {
       "request_malformed" },
     { G, "/Observation", "pati+ent=p1", NULL, "fhir_unclassifiable" },
     { G, "/Observation", "patient=p1\\,p2", NULL, "request_malformed" },
+    { G, "/Observation", "patient=p1&code=x;_include=Observation:performer",
+      NULL, "fhir_unclassifiable" },
+    { G, "/Observation", "code=x#&patient=p1", NULL, "fhir_unclassifiable" },
+    { G, "/Observation", "patient=p1&code=a%3Bb%23c", NULL,
+      "search-type type=Observation pat=p1 types=Observation bound" },
+    { P, "/Observation/_search", "", "patient=p1;patient=p2",
+      "fhir_unclassifiable" },
 
     /* chains, _has, unknown and refused '_' parameters */
     { G, "/Observation", "subject.name=Smith", NULL, "fhir_unclassifiable" },
