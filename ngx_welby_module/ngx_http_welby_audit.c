@@ -120,6 +120,8 @@ static void ngx_http_welby_audit_fill(ngx_http_request_t *r,
     welby_audit_record_t *rec);
 static void ngx_http_welby_audit_tls(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, welby_audit_record_t *rec);
+static void ngx_http_welby_audit_fhir(ngx_http_request_t *r,
+    welby_fhir_request_t *fr, welby_audit_record_t *rec);
 static void ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
     welby_audit_record_t *rec, ngx_log_t *log);
 static size_t ngx_http_welby_audit_format(ngx_http_welby_audit_sink_t *sink,
@@ -987,6 +989,10 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         }
     }
 
+    if (ctx->fhir) {
+        ngx_http_welby_audit_fhir(r, ctx->fhir, rec);
+    }
+
     rec->bytes_in = r->request_length;
     rec->bytes_out = r->connection->sent;
 
@@ -1006,7 +1012,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         /*
          * The token's patient is the launch context, not the target of
-         * the request: "fhir.patient" waits for the policy step's answer.
+         * the request: "fhir.patient" is what the classifier found.
          */
     }
 
@@ -1032,6 +1038,38 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
  * proxy that vouched, the client's leg is the proxy's: its address and
  * the protocol it reported.
  */
+/*
+ * The classified request: interaction and type codes, the path's id and
+ * every patient the request names, space-separated (ids, not health
+ * data).
+ */
+static void
+ngx_http_welby_audit_fhir(ngx_http_request_t *r, welby_fhir_request_t *fr,
+    welby_audit_record_t *rec)
+{
+    const char  *name;
+    ngx_str_t    patients;
+
+    name = welby_fhir_interaction_name(fr->interaction);
+    rec->interaction.data = (const unsigned char *) name;
+    rec->interaction.len = ngx_strlen(name);
+
+    name = welby_fhir_type_name(fr->type);
+
+    if (name) {
+        rec->resource_type.data = (const unsigned char *) name;
+        rec->resource_type.len = ngx_strlen(name);
+    }
+
+    rec->resource_id = fr->id;
+
+    if (ngx_http_welby_fhir_patients(r->pool, fr, &patients) == NGX_OK) {
+        rec->patient.data = patients.data;
+        rec->patient.len = patients.len;
+    }
+}
+
+
 static void
 ngx_http_welby_audit_tls(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     welby_audit_record_t *rec)

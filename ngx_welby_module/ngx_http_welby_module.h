@@ -286,6 +286,11 @@ ngx_http_welby_ctx_t *ngx_http_welby_get_ctx(ngx_http_request_t *r);
 /* ngx_http_welby_fhir.c */
 welby_reason_e ngx_http_welby_classify(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+ngx_int_t ngx_http_welby_fhir_input(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
+    welby_fhir_input_t *in);
+ngx_int_t ngx_http_welby_fhir_patients(ngx_pool_t *pool,
+    welby_fhir_request_t *fr, ngx_str_t *s);
 
 /* ngx_http_welby_body.c */
 welby_reason_e ngx_http_welby_body(ngx_http_request_t *r,

@@ -21,8 +21,16 @@ static ngx_int_t ngx_http_welby_claim_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_welby_cert_sha256_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_welby_fhir_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_welby_set_variable(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
+
+
+#define NGX_HTTP_WELBY_FHIR_INTERACTION  0
+#define NGX_HTTP_WELBY_FHIR_TYPE         1
+#define NGX_HTTP_WELBY_FHIR_ID           2
+#define NGX_HTTP_WELBY_FHIR_PATIENT      3
 
 
 static ngx_http_variable_t  ngx_http_welby_vars[] = {
@@ -73,6 +81,22 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_client_cert_sha256"), NULL,
       ngx_http_welby_cert_sha256_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_fhir_interaction"), NULL,
+      ngx_http_welby_fhir_variable, NGX_HTTP_WELBY_FHIR_INTERACTION,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_fhir_type"), NULL,
+      ngx_http_welby_fhir_variable, NGX_HTTP_WELBY_FHIR_TYPE,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_fhir_id"), NULL,
+      ngx_http_welby_fhir_variable, NGX_HTTP_WELBY_FHIR_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_fhir_patient"), NULL,
+      ngx_http_welby_fhir_variable, NGX_HTTP_WELBY_FHIR_PATIENT,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_claim_"), NULL,
@@ -320,6 +344,69 @@ ngx_http_welby_claim_variable(ngx_http_request_t *r,
     }
 
     ngx_http_welby_set_variable(v, p, len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * What the classify step made of a request under a FHIR base: codes and
+ * ids, never health data.  Empty (not found) when it was not classified.
+ */
+static ngx_int_t
+ngx_http_welby_fhir_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    const char            *name;
+    ngx_str_t              s;
+    ngx_http_welby_ctx_t  *ctx;
+    welby_fhir_request_t  *fr;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL || ctx->fhir == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    fr = ctx->fhir;
+    ngx_str_null(&s);
+
+    switch (data) {
+
+    case NGX_HTTP_WELBY_FHIR_INTERACTION:
+        name = welby_fhir_interaction_name(fr->interaction);
+        s.data = (u_char *) name;
+        s.len = ngx_strlen(name);
+        break;
+
+    case NGX_HTTP_WELBY_FHIR_TYPE:
+        name = welby_fhir_type_name(fr->type);
+
+        if (name) {
+            s.data = (u_char *) name;
+            s.len = ngx_strlen(name);
+        }
+
+        break;
+
+    case NGX_HTTP_WELBY_FHIR_ID:
+        s.data = (u_char *) fr->id.data;
+        s.len = fr->id.len;
+        break;
+
+    default: /* NGX_HTTP_WELBY_FHIR_PATIENT */
+        if (ngx_http_welby_fhir_patients(r->pool, fr, &s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (s.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_welby_set_variable(v, s.data, s.len);
 
     return NGX_OK;
 }

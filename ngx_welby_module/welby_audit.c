@@ -885,16 +885,34 @@ welby_audit_fhir_agents(welby_audit_out_t *o, const welby_audit_record_t *r)
 static void
 welby_audit_fhir_entities(welby_audit_out_t *o, const welby_audit_record_t *r)
 {
-    int  first;
+    int                   first;
+    welby_str_t           one;
+    const unsigned char  *p, *e, *sp;
 
     first = 1;
 
-    if (r->patient.len) {
-        welby_audit_str(o, ",\"entity\":[");
+    /* "patient" holds the request's patients space-separated: one
+     * patient entity each, as BALP records every patient a request
+     * reaches */
+
+    p = r->patient.data;
+    e = p + r->patient.len;
+
+    while (p < e) {
+        sp = memchr(p, ' ', e - p);
+        one.data = p;
+        one.len = (sp ? sp : e) - p;
+        p = sp ? sp + 1 : e;
+
+        if (one.len == 0) {
+            continue;
+        }
+
+        welby_audit_str(o, first ? ",\"entity\":[" : ",");
         first = 0;
 
         welby_audit_fhir_str(o, "{\"what\":{\"reference\":\"Patient/",
-                             &r->patient, "\"}");
+                             &one, "\"}");
         welby_audit_str(o, ",\"type\":{\"system\":\"" WELBY_FHIR_ENTITY_TYPE
                            "\",\"code\":\"1\",\"display\":\"Person\"}"
                            ",\"role\":{\"system\":\"" WELBY_FHIR_OBJECT_ROLE

@@ -33,7 +33,8 @@
  *   http        {"method", "path" (normalised),
  *                "query": {"names": [parameter names], "hmac": hex},
  *                "status", "bytes_in", "bytes_out", "time_ms"}
- *   fhir        {"interaction", "type", "id", "patient"}
+ *   fhir        {"interaction", "type", "id", "patient" (the patients
+ *                the request names, space-separated)}
  *   agent       {"sub", "client_id", "iss", "fhir_user", "role",
  *                "amr": [methods], "jti", "cert_sha256" (64 lowercase hex,
  *                SHA-256 of the client certificate's DER, as
@@ -89,7 +90,8 @@
  *   source       {"site": node, "observer": {"display": node}, "type":
  *                [security-source-type#4 "Application Server"]}
  *   entity       patient: what Patient/<patient>, type 1 Person, role 1
- *                Patient; resource: what <type>/<id> (what.type alone for
+ *                Patient, one entity for each space-separated id of
+ *                "patient"; resource: what <type>/<id> (what.type alone for
  *                a type-level request; an id without a type is left out),
  *                type 2 System Object, role 4 Domain Resource; query:
  *                type 2, role 24 Query, detail [{"type":

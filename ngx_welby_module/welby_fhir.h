@@ -72,7 +72,9 @@ typedef enum {
     WELBY_FHIR_SEARCH_TYPE,         /* also Patient/{id}/{Type} */
     WELBY_FHIR_SEARCH_SYSTEM,
     WELBY_FHIR_CAPABILITIES,
-    WELBY_FHIR_BATCH,
+    WELBY_FHIR_BATCH,               /* a POST to the base: the classifier
+                                       cannot tell batch from transaction,
+                                       Bundle.type in the body does */
     WELBY_FHIR_TRANSACTION,
     WELBY_FHIR_OPERATION,
     WELBY_FHIR_INTERACTION_COUNT
@@ -150,14 +152,19 @@ typedef struct {
 } welby_fhir_request_t;
 
 /*
- * Classifies one request under a FHIR base.  Decoded strings are written
+ * Classifies one request under a FHIR base.  The query and the form are
+ * split at '&' and then percent-decoded with '+' a space, as a servlet
+ * container reads them; in->form.data == NULL for a POST search means
+ * its form is still unread (needs_body is set).  Decoded strings are written
  * to scratch, which must hold path.len + query.len + form.len bytes; the
  * request's strings point into scratch or into the input.  Returns
  * WELBY_REASON_NONE, or the reason it is refused: FHIR_UNCLASSIFIABLE
  * (anything that cannot be classified safely: unknown '_' parameters,
  * chains, _has, wildcard or iterated includes, modifiers on compartment
  * parameters, references to other servers, too many values),
- * FHIR_TYPE_UNKNOWN, REQUEST_MALFORMED (bad ids, bad percent-encoding).
+ * FHIR_TYPE_UNKNOWN, REQUEST_MALFORMED (bad ids, bad percent-encoding),
+ * FHIR_FORMAT_UNSUPPORTED (a _format other than JSON), INTERNAL_ERROR
+ * (scratch too small).  The request is complete only when NONE.
  */
 welby_reason_e welby_fhir_classify(const welby_fhir_input_t *in,
     welby_fhir_request_t *out, unsigned char *scratch, size_t scratch_len);

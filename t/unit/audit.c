@@ -779,6 +779,21 @@ main(void)
        "without a chain the line is a plain AuditEvent");
     json_decref(doc);
 
+    /* a request that reaches two patients: one entity each */
+
+    r.patient = (welby_str_t) S("p-9 p-10");
+    m = welby_audit_fhir(buf, 65536, &r);
+    doc = load(buf, m);
+    ok(doc != NULL
+       && strcmp(jstr(doc, "entity.0.what.reference"), "Patient/p-9") == 0
+       && strcmp(jstr(doc, "entity.1.what.reference"), "Patient/p-10") == 0
+       && strcmp(jstr(doc, "entity.1.role.code"), "1") == 0
+       && strcmp(jstr(doc, "entity.2.what.type"), "Observation") == 0
+       && json_array_size(jget(doc, "entity")) == 5,
+       "space-separated patients are one Patient entity each");
+    json_decref(doc);
+    r.patient = (welby_str_t) S("p-9");
+
     k = welby_audit_fhir(NULL, 0, &r);
     p = malloc(k - 1);
     ok(p != NULL && welby_audit_fhir((unsigned char *) p, k - 1, &r) == k,
