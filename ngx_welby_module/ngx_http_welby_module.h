@@ -357,6 +357,8 @@ ngx_int_t ngx_http_welby_remove_headers(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_array_t *names, ngx_str_t *prefix);
 ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
     ngx_str_t *key, ngx_str_t *value);
+ngx_chain_t *ngx_http_welby_refusal(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_uint_t status);
 void ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name);
 
 /* ngx_http_welby_audit.c */
