@@ -1661,7 +1661,12 @@ ngx_http_welby_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_welby_header_filter;
 
-    return NGX_OK;
+    /*
+     * Registered after the filter above, so it runs before it: a held
+     * or replaced answer gets its request id and HSTS when it is sent.
+     */
+
+    return ngx_http_welby_response_init(cf);
 }
 
 
