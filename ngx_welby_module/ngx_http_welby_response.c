@@ -455,7 +455,20 @@ ngx_http_welby_response_check(ngx_http_request_t *r,
                                             nbases);
     json_decref(json);
 
-    return reason;
+    /* the request's reasons, said of the answer */
+
+    switch (reason) {
+
+    case WELBY_REASON_NONE:
+    case WELBY_REASON_RESPONSE_PATIENT_MISMATCH:
+        return reason;
+
+    case WELBY_REASON_PATIENT_MISMATCH:
+        return WELBY_REASON_RESPONSE_PATIENT_MISMATCH;
+
+    default:
+        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+    }
 }
 
 
