@@ -287,8 +287,14 @@ ngx_http_welby_response_verifiable(ngx_http_request_t *r,
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    if (r->headers_out.status == NGX_HTTP_PARTIAL_CONTENT || r->header_only) {
-        /* a HEAD has no body to check */
+    /*
+     * A HEAD has no body to check (r->header_only is set for it only by
+     * nginx's header filter, after this one).
+     */
+
+    if (r->headers_out.status == NGX_HTTP_PARTIAL_CONTENT
+        || r->method == NGX_HTTP_HEAD || r->header_only)
+    {
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
     }
 

@@ -95,6 +95,7 @@ my $gz;
 gzip(\obs('o-gzip', 'Patient/p1'), \$gz);
 put('Observation/o-gzip.gz', $gz);
 put('Observation/o-br', obs('o-br', 'Patient/p1'));
+put('Observation/o-text', obs('o-text', 'Patient/p1'));
 put('Observation/o-gz-ok', obs('o-gz-ok', 'Patient/p1',
     note => [{ text => 'x' x 2000 }]));
 put('Observation/o-dup', '{"resourceType":"Observation","id":"o-dup",'
@@ -151,7 +152,7 @@ http {
 
         location /range/fhir/ {
             welby_fhir_base /range/fhir;
-            proxy_set_header Range bytes=0-9;
+            proxy_set_header Range bytes=0-;    # all of it, as a 206
             proxy_pass http://127.0.0.1:%%PORT_8081%%/fhir/;
         }
     }
@@ -175,6 +176,10 @@ http {
 
         location = /fhir/Observation/o-html {
             default_type text/html;
+        }
+
+        location = /fhir/Observation/o-text {
+            default_type text/plain;
         }
 
         location = /fhir/Observation/o-gzip {
@@ -318,6 +323,8 @@ $r = refused('an HTML answer', '/fhir/Observation/o-html', 502,
     'response_unverifiable', as_patient('p1'));
 is(audit($r), '502/response_unverifiable/deny/200',
     'an HTML answer: audited');
+refused('JSON of p1 as text/plain', '/fhir/Observation/o-text', 502,
+    'response_unverifiable', as_patient('p1'));
 refused('a gzip answer', '/fhir/Observation/o-gzip', 502,
     'response_unverifiable', as_patient('p1'));
 refused('a br answer', '/fhir/Observation/o-br', 502,
