@@ -443,6 +443,36 @@ is($r && $r->header('X-Reason'), 'response_unverifiable',
     'detect: above the bound: $welby_reason');
 
 ###############################################################################
+# the directives' errors
+
+for my $case (
+    [ 'welby_fhir_response_status 500', 'invalid welby_fhir_response_status '
+      . '"500", it must be 403 or 404' ],
+    [ 'welby_fhir_response_status 403; welby_fhir_response_status 404',
+      '"welby_fhir_response_status" directive is duplicate' ],
+    [ 'welby_fhir_response_max_size big', '"welby_fhir_response_max_size" '
+      . 'directive invalid value' ],
+    [ 'welby_fhir_search_check yes', 'invalid value "yes" in '
+      . '"welby_fhir_search_check" directive, it must be "on" or "off"' ])
+{
+    my ($directive, $msg) = @$case;
+    $t->write_file_expand('bad.conf', <<"EOF");
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_8082%%;
+        location / { welby on; welby_tls off; $directive; }
+    }
+}
+EOF
+    my ($code, $out) = $t->test_config('bad.conf');
+    ok($code != 0 && $out =~ /\[emerg\] \Q$msg\E/,
+        "nginx -t refuses $directive: $msg") or diag($out);
+}
+
+###############################################################################
 
 unlike($t->read_file('error.log'), qr/\Q$SECRET\E/,
     'the error log holds nothing of the answers');
