@@ -124,6 +124,8 @@ http {
     welby_tls off;    # over plain HTTP here; TLS: t/18-tls.t
     welby_token off;
     welby_audit_log %%TESTDIR%%/audit.log;
+    proxy_cache_path %%TESTDIR%%/cache keys_zone=answers:1m;
+    sendfile on;    # a cache hit is a file the filter must get in memory
 
     server {
         listen 127.0.0.1:%%PORT_8080%%;
@@ -147,6 +149,22 @@ http {
         location /hide/fhir/ {
             welby_fhir_base /hide/fhir;
             welby_fhir_response_status 404;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%/fhir/;
+        }
+
+        location /unbuffered/fhir/ {
+            welby_fhir_base /unbuffered/fhir;
+            proxy_buffering off;
+            proxy_buffer_size 1k;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%/fhir/;
+        }
+
+        # a second read is a cache hit, sent from the cache's file
+        location /cached/fhir/ {
+            welby_fhir_base /cached/fhir;
+            proxy_cache answers;
+            proxy_cache_valid 200 10m;
+            add_header X-Cache $upstream_cache_status always;
             proxy_pass http://127.0.0.1:%%PORT_8081%%/fhir/;
         }
 
@@ -409,6 +427,37 @@ is($r && $r->header('Transfer-Encoding'), undef,
         eq $file{'Observation/o1'} && index($raw, $SECRET) < 0,
         'one connection: the last answer whole, nothing of the refused');
 }
+
+###############################################################################
+# answers that reach the filter otherwise: unbuffered, and from a cache
+# file (each read twice: a miss, then a hit)
+
+for my $how (qw(unbuffered cached)) {
+    for my $n (1, 2) {
+        my $which = $how eq 'cached' ? ($n == 1 ? ', a miss' : ', a hit') : '';
+        next if $how eq 'unbuffered' && $n == 2;
+        my $r = passes("$how: o1 of p1$which", "/$how/fhir/Observation/o1",
+            'Observation/o1', as_patient('p1'));
+        refused("$how: o3 of p2$which", "/$how/fhir/Observation/o3", 403,
+            'response_patient_mismatch', as_patient('p1'));
+        passes("$how: 40k chunked$which", "/$how/fhir/Observation/o-long",
+            'Observation/o-long', as_patient('p1'));
+        passes("$how: 20 Conditions of p1$which",
+            "/$how/fhir/Condition?patient=p1", 'Condition-search',
+            as_patient('p1'));
+        refused("$how: a foreign entry$which",
+            "/$how/fhir/Observation?patient=p1", 403,
+            'response_patient_mismatch', as_patient('p1'));
+        is($r && $r->header('X-Cache'), $n == 1 ? 'MISS' : 'HIT',
+            "cached: o1 was a " . ($n == 1 ? 'miss' : 'hit'))
+            if $how eq 'cached';
+    }
+    refused("$how: above the bound, chunked",
+        "/$how/fhir/Observation/o-chunked-big", 502,
+        'response_unverifiable', as_patient('p1'));
+}
+$r = get('/cached/fhir/Observation/o3', as_patient('p1'));
+is($r && $r->header('X-Cache'), 'HIT', 'cached: o3 of p2 was a hit');
 
 ###############################################################################
 # welby_fhir_response_status 404
