@@ -124,7 +124,10 @@ ngx_http_welby_response_header(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    /* checked once: an error_page answer after a refusal is ours */
+    /*
+     * Decided on the first answer that reaches the filters: an answer of
+     * the backend that error_page replaces never reaches them.
+     */
 
     ctx->check_response = 0;
 
