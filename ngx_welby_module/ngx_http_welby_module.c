@@ -1335,11 +1335,44 @@ ngx_http_welby_push_header(ngx_list_t *headers, ngx_str_t *key,
 static ngx_int_t
 ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    out = ngx_http_welby_refusal(r, ctx, 0);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+/*
+ * The refusal of ctx->reason, with status instead of the reason's own
+ * when status is not 0: the response headers set in r->headers_out (on
+ * top of whatever is there: a caller replacing an answer clears it
+ * first), and the OperationOutcome returned as a chain ending in
+ * last_buf.  NULL on failure.
+ */
+ngx_chain_t *
+ngx_http_welby_refusal(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_uint_t status)
+{
     size_t                      len;
-    ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_str_t                   value, realm;
-    ngx_chain_t                 out;
+    ngx_chain_t                *out;
     const welby_reason_t       *reason;
     ngx_http_welby_loc_conf_t  *wlcf;
 
@@ -1354,9 +1387,8 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     wlcf = ngx_http_get_module_loc_conf(r, ngx_http_welby_module);
     realm = wlcf->realm;
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
+    if (status == 0) {
+        status = reason->status;
     }
 
     len = welby_outcome_json(NULL, reason, ctx->request_id.data,
@@ -1364,7 +1396,7 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     b->last += welby_outcome_json(b->last, reason, ctx->request_id.data,
@@ -1372,10 +1404,15 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     b->last_buf = 1;
     b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
+    out = ngx_alloc_chain_link(r->pool);
+    if (out == NULL) {
+        return NULL;
+    }
 
-    r->headers_out.status = reason->status;
+    out->buf = b;
+    out->next = NULL;
+
+    r->headers_out.status = status;
     r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "application/fhir+json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
@@ -1385,18 +1422,18 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
                                    &no_store)
         == NULL)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    if (reason->status == NGX_HTTP_NOT_ALLOWED
+    if (status == NGX_HTTP_NOT_ALLOWED
         && ngx_http_welby_push_header(&r->headers_out.headers, &allow,
                                       &methods)
            == NULL)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    if (reason->status == NGX_HTTP_UNAUTHORIZED || reason->bearer_error) {
+    if (status == NGX_HTTP_UNAUTHORIZED || reason->bearer_error) {
 
         /* RFC 6750 section 3: a challenge on every 401, an error code on
          * the refusals the token itself caused. */
@@ -1407,7 +1444,7 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
                                            ? reason->text : NULL, NULL);
         value.data = ngx_pnalloc(r->pool, value.len);
         if (value.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
         (void) welby_www_authenticate(value.data, realm.data, realm.len,
@@ -1419,17 +1456,11 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
                                        &www_authenticate, &value)
             == NULL)
         {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
     }
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
+    return out;
 }
 
 
@@ -1630,7 +1661,12 @@ ngx_http_welby_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_welby_header_filter;
 
-    return NGX_OK;
+    /*
+     * Registered after the filter above, so it runs before it: a held
+     * or replaced answer gets its request id and HSTS when it is sent.
+     */
+
+    return ngx_http_welby_response_init(cf);
 }
 
 

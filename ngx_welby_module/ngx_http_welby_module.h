@@ -201,6 +201,10 @@ typedef struct {
 } ngx_http_welby_srv_conf_t;
 
 
+/* the response check's state, private to ngx_http_welby_response.c */
+typedef struct ngx_http_welby_response_s  ngx_http_welby_response_t;
+
+
 typedef struct {
     ngx_str_t                   request_id;
     u_char                      request_id_data[WELBY_FHIR_ID_MAX];
@@ -259,6 +263,9 @@ typedef struct {
     unsigned                    body_waiting:1;
     unsigned                    body_json_error:1;
     unsigned                    check_response:1;
+
+    /* the answer held for the response check, or NULL */
+    ngx_http_welby_response_t  *response;
 } ngx_http_welby_ctx_t;
 
 
@@ -309,6 +316,8 @@ char *ngx_http_welby_policy_merge(ngx_conf_t *cf,
 
 /* ngx_http_welby_response.c: the answer checked against the policy */
 ngx_int_t ngx_http_welby_response_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_welby_response_prepare(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
 
 /* ngx_http_welby_tls.c */
 welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,
@@ -362,6 +371,8 @@ ngx_int_t ngx_http_welby_remove_headers(ngx_http_request_t *r,
     ngx_list_t *headers, ngx_array_t *names, ngx_str_t *prefix);
 ngx_table_elt_t *ngx_http_welby_push_header(ngx_list_t *headers,
     ngx_str_t *key, ngx_str_t *value);
+ngx_chain_t *ngx_http_welby_refusal(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_uint_t status);
 void ngx_http_welby_hide_header(ngx_list_t *headers, ngx_str_t *name);
 
 /* ngx_http_welby_audit.c */
