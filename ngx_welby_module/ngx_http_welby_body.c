@@ -73,9 +73,10 @@ ngx_http_welby_body(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         /*
          * An earlier location of this request sends the body on as it
          * arrives (proxy_request_buffering off): it is not all here, and
-         * a body seen in part is not checked.
+         * a body seen in part is not checked.  A warning: the
+         * configuration does it, for every such request.
          */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "welby: the request body of id:%V was sent on "
                       "unbuffered before this location", &ctx->request_id);
         ctx->body_read = 1;
@@ -209,7 +210,7 @@ ngx_http_welby_body_collect(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         || (r->headers_in.content_length_n >= 0
             && len != r->headers_in.content_length_n))
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "welby: the request body of id:%V is not complete "
                       "here, an earlier location sent it on",
                       &ctx->request_id);
