@@ -153,7 +153,7 @@ http {
 }
 EOF
 
-$t->run()->plan(74);
+$t->run()->plan(75);
 
 my $CT = 'Content-Type: application/fhir+json';
 my $seq = 0;
@@ -443,6 +443,7 @@ for my $case (
     [ 'application/fhir+json', "{\"a\":\"\\u0000\"}", '[error]' ],
     [ 'text/plain', '{"a":1}', '[]' ],
     [ 'application/jsonx', '{"a":1}', '[]' ],
+    [ 'application/fhir+json xml', '{"a":1}', '[]' ],
     [ 'application/fhir+xml', '<Patient/>', '[]' ],
     [ 'application/x-www-form-urlencoded', 'patient=p1', '[]' ],
 ) {
