@@ -98,9 +98,18 @@ ngx_http_welby_body(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return NGX_HTTP_WELBY_AGAIN;
     }
 
-    if (ctx->body_read) {
-        /* complete in the call: the handler ran, and holds no count */
+    if (rc == NGX_OK) {
+        /*
+         * Complete in the call: the handler ran and goes on with the
+         * pipeline here, so the count the read took is given back.
+         */
         r->main->count--;
+
+        if (!ctx->body_read) {
+            /* nginx calls the handler whenever the read is complete */
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
         return ngx_http_welby_body(r, ctx, wlcf);
     }
 

@@ -341,8 +341,10 @@ ngx_module_t  ngx_http_welby_module = {
  * first: classify, network, pre-auth limits, token, policy, post-auth
  * limits, WAF - except that the tls part of the network checks comes
  * first of all: nothing of a request that arrived in clear text is
- * looked at before it is refused.  Each step is added here, in its place, by the change that
- * builds it.
+ * looked at before it is refused.  Each step is added here, in its
+ * place, by the change that builds it.  The body step reads the request
+ * body for the steps after it, which may wait for it: a step's index is
+ * where the pipeline resumes (ctx->step_next).
  */
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
@@ -592,8 +594,9 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
 
-    } else if (ctx->pipeline_conf != wlcf) {
+    if (ctx->pipeline_conf != wlcf) {
 
         /*
          * An internal redirect (error_page, try_files, a named location,
@@ -609,8 +612,18 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         ctx->pipeline_conf = wlcf;
 
     } else if (ctx->pipeline_done) {
-        /* the same location again: its steps have decided */
-        return NGX_DECLINED;
+
+        /*
+         * A redirect into the same location: its checks of the
+         * connection and the token hold, but under a FHIR base the
+         * policy decided on the URI it classified, and this is another.
+         */
+
+        if (!wlcf->fhir_base.len) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_welby_rerun(ctx);
     }
 
     /* the rewrite handler has done this, unless a module skipped it */

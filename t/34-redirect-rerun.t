@@ -155,6 +155,23 @@ http {
             proxy_pass http://127.0.0.1:%%PORT_8082%%;
         }
 
+        # error_page into the same location, under a FHIR base
+        location /same/ {
+            welby_fhir_base /same;
+            welby_token off;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+            proxy_intercept_errors on;
+            error_page 404 = /same/Patient/p2;
+        }
+
+        # ... and without one
+        location /samenb/ {
+            welby_token off;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+            proxy_intercept_errors on;
+            error_page 404 = /samenb/y;
+        }
+
         # SSI pages that include a location with a FHIR base, or without
         location /page/ {
             ssi on;
@@ -187,7 +204,7 @@ http {
 }
 EOF
 
-$t->run()->plan(53);
+$t->run()->plan(56);
 
 sub tok {
     return jwt(key => $key, set => { @_ });
@@ -388,6 +405,21 @@ is(count_log(qr/welby: step:token /, $r), 1,
     'no redirect: the token step ran once');
 is(count_log(qr/welby: pipeline run /, $r), 1,
     'no redirect: the pipeline ran once');
+
+# a redirect into the same location: under a FHIR base the request is
+# another one to classify; without one, the checks that ran hold
+
+$r = get('/same/Patient/p1');
+is(count_log(qr/welby: step:classify /, $r), 2,
+    'error_page into the same location under a FHIR base: classified '
+    . 'again');
+is(record(audit($r)), '1 404 allow -',
+    'error_page into the same location under a FHIR base: one record');
+
+$r = get('/samenb/x');
+is(count_log(qr/welby: step:classify /, $r), 1,
+    'error_page into the same location without a FHIR base: the steps '
+    . 'ran once');
 
 ###############################################################################
 # subrequests into a location with a FHIR base: only its own steps count
