@@ -7,7 +7,8 @@
 # without a token (the case reported in issue 12), and the new location's
 # decision and reason are the request's, in its one audit record.  The
 # request body is read once, whichever location reads it first, and the
-# bound of each location stands.  Subrequests into a location with a FHIR
+# bound of each location stands.  Into the same location the steps run
+# again only under a FHIR base, where the new URI is another request.  Subrequests into a location with a FHIR
 # base are covered only by the steps of that location itself.
 
 use strict;
