@@ -183,6 +183,9 @@ ngx_http_welby_body_collect(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         if (r->discard_body || r->headers_in.content_length_n > 0
             || r->headers_in.chunked)
         {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "welby: the request body of id:%V was discarded "
+                          "before this location", &ctx->request_id);
             ctx->body_reason = WELBY_REASON_INTERNAL_ERROR;
         }
 

@@ -122,6 +122,13 @@ http {
             add_header X-Body-Json "[$welby_body_json]" always;
         }
 
+        # a body nobody read before the redirect
+        location /rtw/ {
+            welby_token off;
+            return 404;
+            error_page 404 = /fhirw/Observation;
+        }
+
         # a body an earlier location sent on unbuffered is gone
         location /ubw/ {
             welby_token off;
@@ -205,7 +212,7 @@ http {
 }
 EOF
 
-$t->run()->plan(56);
+$t->run()->plan(58);
 
 sub tok {
     return jwt(key => $key, set => { @_ });
@@ -355,6 +362,13 @@ is(count_log(qr/welby: step:body /, $r), 2,
     'a body read before a redirect: the body step ran in both locations');
 is(record(audit($r)), '1 200 allow -',
     'a body read before a redirect: one record');
+
+$r = get('/rtw/Observation', method => 'POST', body => $body);
+is($r && $r->json && $r->json->{body}, $body,
+    'a body nobody read before an error_page: read in the new location, '
+    . 'the backend gets it whole');
+is(count_log(qr/welby: body read /, $r), 1,
+    'a body nobody read before an error_page: read once, there');
 
 $r = get('/bw/Observation', method => 'POST', body => $body);
 is($r && $r->json && $r->json->{body}, $body,
