@@ -22,6 +22,7 @@ typedef struct {
 static ngx_int_t ngx_http_welby_post_read_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_welby_rewrite_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_welby_access_handler(ngx_http_request_t *r);
+static void ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx);
 static ngx_int_t ngx_http_welby_log_handler(ngx_http_request_t *r);
 static u_char *ngx_http_welby_log_error(ngx_http_request_t *r,
     ngx_http_request_t *sr, u_char *buf, size_t len);
@@ -340,13 +341,17 @@ ngx_module_t  ngx_http_welby_module = {
  * first: classify, network, pre-auth limits, token, policy, post-auth
  * limits, WAF - except that the tls part of the network checks comes
  * first of all: nothing of a request that arrived in clear text is
- * looked at before it is refused.  Each step is added here, in its place, by the change that
- * builds it.
+ * looked at before it is refused.  Each step is added here, in its
+ * place, by the change that builds it.  The body step reads the request
+ * body for the steps after it, which may wait for it: a step's index is
+ * where the pipeline resumes (ctx->step_next).
  */
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
     { ngx_string("token"), ngx_http_welby_token },
+    { ngx_string("body"), ngx_http_welby_body },
+    { ngx_string("policy"), ngx_http_welby_policy },
     { ngx_null_string, NULL }
 };
 
@@ -509,8 +514,9 @@ ngx_http_welby_subrequest(ngx_http_request_t *r)
 
 /*
  * Whether the main request's steps checked what the location wlcf asks
- * for: the same location, or one that asks for no more (TLS and its
- * version, a token, client certificates under the same allowlist).
+ * for: the same location, or one without a FHIR base that asks for no
+ * more (TLS and its version, a token, client certificates under the same
+ * allowlist).
  */
 static ngx_uint_t
 ngx_http_welby_covers(ngx_http_welby_ctx_t *ctx,
@@ -535,6 +541,16 @@ ngx_http_welby_covers(ngx_http_welby_ctx_t *ctx,
 
     if (done == wlcf) {
         return 1;
+    }
+
+    /*
+     * A policy decides on the request it classified, under its own FHIR
+     * base: no other location's steps checked what a subrequest here
+     * reaches.
+     */
+
+    if (wlcf->fhir_base.len) {
+        return 0;
     }
 
     if (wlcf->tls && (!done->tls || done->tls_min < wlcf->tls_min)) {
@@ -573,14 +589,6 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_welby_get_ctx(r);
 
-    if (ctx && ctx->pipeline_done) {
-        /*
-         * An internal redirect: the decision was made, once, in the
-         * first protected location the request reached.
-         */
-        return NGX_DECLINED;
-    }
-
     if (ctx == NULL) {
         ctx = ngx_http_welby_start(r);
         if (ctx == NULL) {
@@ -588,23 +596,76 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         }
     }
 
-    ctx->pipeline_done = 1;
-    ctx->pipeline_conf = wlcf;
+    if (ctx->pipeline_conf != wlcf) {
+
+        /*
+         * An internal redirect (error_page, try_files, a named location,
+         * X-Accel-Redirect) into another "welby on" location: what the
+         * first location checked says nothing of what this one asks for
+         * (a token, a policy), so its steps run here, from the first.
+         */
+
+        if (ctx->pipeline_conf) {
+            ngx_http_welby_rerun(ctx);
+        }
+
+        ctx->pipeline_conf = wlcf;
+
+    } else if (ctx->pipeline_done) {
+
+        /*
+         * A redirect into the same location: its checks of the
+         * connection and the token hold, but under a FHIR base the
+         * policy decided on the URI it classified, and this is another.
+         */
+
+        if (!wlcf->fhir_base.len) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_welby_rerun(ctx);
+    }
 
     /* the rewrite handler has done this, unless a module skipped it */
 
     if (ngx_http_welby_join(r, ctx, wlcf) != NGX_OK) {
+        ctx->pipeline_done = 1;
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
         ctx->reason = WELBY_REASON_INTERNAL_ERROR;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: pipeline run id:%V", &ctx->request_id);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: pipeline run id:%V from step %ui",
+                   &ctx->request_id, ctx->step_next);
 
-    for (step = ngx_http_welby_steps; step->handler; step++) {
+    for (step = &ngx_http_welby_steps[ctx->step_next];
+         step->handler;
+         step++)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "welby: step:%V id:%V", &step->name,
+                       &ctx->request_id);
 
         rc = step->handler(r, ctx, wlcf);
+
+        if (rc == NGX_HTTP_WELBY_AGAIN) {
+
+            if (ctx->body_status) {
+                /* nginx refused the body: its status, no decision */
+                ctx->pipeline_done = 1;
+                return ctx->body_status;
+            }
+
+            /*
+             * The step waits; its handler runs the phases again, and the
+             * pipeline goes on at that step, never before it.  Nothing of
+             * the request may be touched after the step returned.
+             */
+
+            ctx->step_next = step - ngx_http_welby_steps;
+            return NGX_DONE;
+        }
 
         if (rc == WELBY_REASON_NONE) {
             continue;
@@ -627,6 +688,7 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         }
 
         ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+        ctx->pipeline_done = 1;
 
         /*
          * At notice: an error log at info also gets the lines nginx
@@ -647,11 +709,53 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
+    ctx->pipeline_done = 1;
+
     if (ctx->decision == NGX_HTTP_WELBY_DECISION_NONE) {
         ctx->decision = NGX_HTTP_WELBY_DECISION_ALLOW;
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * What the steps of the location before an internal redirect found, all
+ * but the request body (read once for the request, whatever location
+ * reads it) and what the tls step caches of the connection: the steps of
+ * the new location decide alone, and the audit record, written once,
+ * tells their decision.
+ */
+static void
+ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx)
+{
+    ctx->step = &ngx_http_welby_no_step;
+    ctx->reason = WELBY_REASON_NONE;
+    ctx->decision = NGX_HTTP_WELBY_DECISION_NONE;
+    ctx->step_next = 0;
+    ctx->pipeline_done = 0;
+
+    ngx_memzero(&ctx->claims, sizeof(welby_claims_t));
+    ctx->payload.data = NULL;
+    ctx->payload.len = 0;
+    ctx->issuer = NULL;
+    ctx->token_valid = 0;
+    ctx->token_cached = 0;
+
+    ctx->fhir = NULL;
+    ctx->scopes = NULL;
+    ngx_memzero(&ctx->subject, sizeof(welby_policy_subject_t));
+    ngx_memzero(&ctx->policy, sizeof(welby_policy_result_t));
+    ctx->check_response = 0;
+
+    /*
+     * A read that nginx ended (a 413 sent to error_page) is over: only a
+     * body read whole counts as read.
+     */
+
+    ctx->body_wanted = 0;
+    ctx->body_waiting = 0;
+    ctx->body_status = 0;
 }
 
 

@@ -257,6 +257,8 @@ typedef struct {
     u_char                     *body;
     size_t                      body_len;
     json_t                     *body_json;      /* freed by a cleanup */
+    welby_reason_e              body_reason;    /* why it cannot be used */
+    ngx_int_t                   body_status;    /* nginx refused the read */
 
     unsigned                    body_wanted:1;  /* a step asked for it */
     unsigned                    body_read:1;

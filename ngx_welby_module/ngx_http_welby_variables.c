@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_welby_cert_sha256_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_welby_fhir_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_welby_body_json_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_welby_set_variable(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
 
@@ -81,6 +83,10 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_client_cert_sha256"), NULL,
       ngx_http_welby_cert_sha256_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_body_json"), NULL,
+      ngx_http_welby_body_json_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_fhir_interaction"), NULL,
@@ -344,6 +350,37 @@ ngx_http_welby_claim_variable(ngx_http_request_t *r,
     }
 
     ngx_http_welby_set_variable(v, p, len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * "ok" when the body step parsed a JSON body, "error" when the body was
+ * JSON by its Content-Type and did not parse; empty otherwise.
+ */
+static ngx_int_t
+ngx_http_welby_body_json_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_welby_ctx_t  *ctx;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ctx->body_json) {
+        ngx_http_welby_set_variable(v, (u_char *) "ok", 2);
+
+    } else if (ctx->body_json_error) {
+        ngx_http_welby_set_variable(v, (u_char *) "error", 5);
+
+    } else {
+        ngx_http_welby_set_variable(v, (u_char *) "", 0);
+    }
 
     return NGX_OK;
 }

@@ -2,8 +2,11 @@
 
 # The per-request state survives internal redirects (error_page to a named
 # location or to a URI, try_files fallback, index, rewrite ... last): the
-# pipeline runs once per request and the request id stays the same before
-# and after the redirect.
+# request id stays the same before and after the redirect, and the steps
+# run once in each "welby on" location whose access phase the request
+# reaches (a rewrite ... last leaves before its first location's access
+# phase: once).  Re-running after redirects into stricter locations:
+# t/34-redirect-rerun.t.
 
 use strict;
 use warnings;
@@ -141,9 +144,10 @@ sub first_hop_id {
 
 # Sends a GET with an invalid X-Request-Id (so the id is generated) and
 # checks: fallback reached, one generated id, backend saw it, decision
-# allow, pipeline ran exactly once and logged that id.  6 assertions.
+# allow, the pipeline ran $runs times (once per location) and logged that
+# id.  6 assertions.
 sub check {
-    my ($what, $uri) = @_;
+    my ($what, $uri, $runs) = @_;
 
     my $before = pipeline_runs();
     my $r = parse_response(http_req(uri => $uri,
@@ -164,24 +168,25 @@ sub check {
         "$what: backend after the redirect got the same id");
     is($r && $r->header('X-Decision'), 'allow',
         "$what: \$welby_decision is allow after the redirect");
-    is($after - $before, 1, "$what: pipeline ran exactly once");
-    is(defined $id ? pipeline_runs($id) : -1, 1,
-        "$what: the pipeline debug line carries the request id");
+    is($after - $before, $runs,
+        "$what: the pipeline ran in each location ($runs)");
+    is(defined $id ? pipeline_runs($id) : -1, $runs,
+        "$what: the pipeline debug lines carry the request id");
 
     return $id;
 }
 
-my $id = check('error_page to named location', '/ep-named/x?m=named');
+my $id = check('error_page to named location', '/ep-named/x?m=named', 2);
 is(first_hop_id('m=named'), $id,
     'error_page to named location: first upstream got the same id');
 
-$id = check('error_page to URI', '/ep-uri/x?m=uri');
+$id = check('error_page to URI', '/ep-uri/x?m=uri', 2);
 is(first_hop_id('m=uri'), $id,
     'error_page to URI: first upstream got the same id');
 
-check('try_files fallback to named location', '/tf/missing');
-check('index', '/idx/');
-check('rewrite last', '/rw/x');
+check('try_files fallback to named location', '/tf/missing', 2);
+check('index', '/idx/', 2);
+check('rewrite last', '/rw/x', 1);
 
 # a trusted proxy's id is kept across the redirect
 
@@ -191,5 +196,5 @@ is_deeply([$r ? $r->header('X-Request-Id') : ()], ['keep-me-1'],
     'trusted proxy\'s id kept across try_files redirect');
 is_deeply($r && $r->json && $r->json->{headers}{'x-request-id'}, 'keep-me-1',
     'trusted proxy\'s id: the backend after the redirect got it, once');
-is(pipeline_runs('keep-me-1'), 1,
-    'trusted proxy\'s id: pipeline ran once for that id');
+is(pipeline_runs('keep-me-1'), 2,
+    'trusted proxy\'s id: the pipeline ran in both locations for that id');
