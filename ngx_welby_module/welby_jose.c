@@ -8,6 +8,7 @@
 
 #include "welby_b64.h"
 #include "welby_jose.h"
+#include "welby_fhir.h"             /* welby_fhir_id_valid */
 
 
 /* The largest integer a double holds exactly (RFC 7493 section 2.2). */
@@ -48,8 +49,8 @@ static welby_reason_e welby_aud_parse(welby_claims_t *c, json_t *v,
     welby_scratch_t *s);
 static welby_reason_e welby_date_claim(welby_claims_t *c, json_t *doc,
     const char *name, unsigned bit, int64_t *dst);
-static welby_reason_e welby_amr_parse(welby_claims_t *c, json_t *v,
-    welby_scratch_t *s);
+static welby_reason_e welby_words_join(json_t *v, welby_str_t *dst,
+    size_t max, int ids, welby_scratch_t *s);
 static welby_reason_e welby_cnf_parse(welby_claims_t *c, json_t *v);
 static int welby_typ_allowed(unsigned typ, const welby_str_t *value);
 static int welby_str_caseeq(const welby_str_t *s, const char *lit);
@@ -692,13 +693,42 @@ welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s)
         }
     }
 
-    v = json_object_get(doc, "amr");
+    /*
+     * RFC 9068 names "scope"; some issuers send "scp", an array (or, as
+     * Microsoft Entra ID does, a string).  With both, which one counts
+     * would be a guess: the token is refused.
+     */
+
+    v = json_object_get(doc, "scp");
 
     if (v != NULL) {
-        rc = welby_amr_parse(c, v, s);
+        if (c->present & WELBY_CLAIM_SCOPE) {
+            return WELBY_REASON_TOKEN_CLAIMS;
+        }
+
+        if (json_is_string(v)) {
+            rc = welby_string_copy(&c->scope, v, s);
+
+        } else {
+            rc = welby_words_join(v, &c->scope, WELBY_CLAIM_STR_MAX, 0, s);
+        }
+
         if (rc != WELBY_REASON_NONE) {
             return rc;
         }
+
+        c->present |= WELBY_CLAIM_SCOPE;
+    }
+
+    v = json_object_get(doc, "amr");
+
+    if (v != NULL) {
+        rc = welby_words_join(v, &c->amr, WELBY_CLAIM_STR_MAX, 0, s);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+
+        c->present |= WELBY_CLAIM_AMR;
     }
 
     v = json_object_get(doc, "cnf");
@@ -890,8 +920,14 @@ welby_date_claim(welby_claims_t *c, json_t *doc, const char *name,
 }
 
 
+/*
+ * An array of strings joined by single spaces into dst: each non-empty,
+ * without spaces, and with ids, a FHIR id; the whole at most max bytes
+ * (or, with ids, WELBY_PATIENTS_MAX ids).
+ */
 static welby_reason_e
-welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
+welby_words_join(json_t *v, welby_str_t *dst, size_t max, int ids,
+    welby_scratch_t *s)
 {
     size_t          i, n, len, total;
     json_t         *e;
@@ -903,6 +939,10 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
 
     n = json_array_size(v);
     total = 0;
+
+    if (ids && n > WELBY_PATIENTS_MAX) {
+        return WELBY_REASON_TOKEN_CLAIMS;
+    }
 
     /*
      * A value that is empty or holds a space would read as other values
@@ -922,9 +962,16 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
             return WELBY_REASON_TOKEN_CLAIMS;
         }
 
+        if (ids
+            && !welby_fhir_id_valid((const unsigned char *)
+                                    json_string_value(e), len))
+        {
+            return WELBY_REASON_TOKEN_CLAIMS;
+        }
+
         total += len + (i > 0);
 
-        if (total > WELBY_CLAIM_STR_MAX) {
+        if (total > max) {
             return WELBY_REASON_TOKEN_CLAIMS;
         }
     }
@@ -936,8 +983,8 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    c->amr.data = p;
-    c->amr.len = total;
+    dst->data = p;
+    dst->len = total;
 
     for (i = 0; i < n; i++) {
         e = json_array_get(v, i);
@@ -951,9 +998,45 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
         p += len;
     }
 
-    c->present |= WELBY_CLAIM_AMR;
-
     return WELBY_REASON_NONE;
+}
+
+
+welby_reason_e
+welby_token_patients(welby_token_t *t, const char *name,
+    unsigned char *scratch)
+{
+    json_t           *doc, *v;
+    welby_reason_e    rc;
+    welby_scratch_t   s;
+
+    t->claims.patients.data = NULL;
+    t->claims.patients.len = 0;
+
+    /*
+     * The claim's name is the issuer's, known only once iss is read, so
+     * the payload is parsed once more, after the signature verified.
+     */
+
+    rc = welby_json_load(&doc, &t->payload);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    v = json_object_get(doc, name);
+
+    if (v != NULL) {
+        s.pos = scratch;
+        s.end = scratch + t->payload.len;
+
+        rc = welby_words_join(v, &t->claims.patients,
+                              WELBY_PATIENTS_MAX * (WELBY_FHIR_ID_MAX + 1),
+                              1, &s);
+    }
+
+    json_decref(doc);
+
+    return rc;
 }
 
 

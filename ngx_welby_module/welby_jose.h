@@ -100,7 +100,10 @@ typedef struct {
 /*
  * The claims later steps need.  Strings are copies, without control
  * characters (they become backend headers), at most WELBY_CLAIM_STR_MAX
- * bytes; data == NULL when absent.  amr is the array joined by spaces.
+ * bytes; data == NULL when absent.  amr is the array joined by spaces;
+ * scope is the "scope" string or the "scp" array joined by spaces.
+ * patients, read by welby_token_patients(), is the issuer's patients
+ * claim: FHIR ids joined by spaces.
  */
 typedef struct {
     unsigned              present;      /* WELBY_CLAIM_* */
@@ -113,6 +116,7 @@ typedef struct {
     welby_str_t           patient;
     welby_str_t           fhir_user;
     welby_str_t           amr;
+    welby_str_t           patients;
 
     welby_str_t           aud[WELBY_AUD_MAX];
     size_t                naud;
@@ -158,7 +162,11 @@ typedef struct {
  *   WELBY_REASON_TOKEN_CLAIMS     a known claim of the wrong type: iss,
  *                                 sub, client_id, jti, scope, patient,
  *                                 fhirUser not strings (or with control
- *                                 characters, or too long); aud not a
+ *                                 characters, or too long); scp not a
+ *                                 string or an array of strings (each
+ *                                 non-empty and without spaces, as they
+ *                                 are joined by spaces), or both scope
+ *                                 and scp present; aud not a
  *                                 string or an array of 1..WELBY_AUD_MAX
  *                                 strings; exp, nbf, iat not numbers in
  *                                 0..2^53; amr not an array of strings
@@ -171,6 +179,21 @@ typedef struct {
  */
 welby_reason_e welby_token_parse(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch);
+
+
+/*
+ * Reads the claim name (an issuer's patients_claim) of a parsed token's
+ * payload into t->claims.patients: an array of at most
+ * WELBY_PATIENTS_MAX FHIR ids (welby_fhir_id_valid), joined by spaces
+ * into scratch, which must hold t->payload.len bytes.  Absent, it stays
+ * absent (data == NULL); an empty array is present and empty.  Returns
+ * WELBY_REASON_NONE, TOKEN_CLAIMS when the claim is anything else, or
+ * TOKEN_MALFORMED when the payload does not parse.
+ */
+#define WELBY_PATIENTS_MAX  128
+
+welby_reason_e welby_token_patients(welby_token_t *t, const char *name,
+    unsigned char *scratch);
 
 
 /*

@@ -4,7 +4,8 @@
  * well-formed token (header and payload split at the first NUL, else a
  * fixed header), so the fuzzer reaches the claims without having to
  * invent base64url.  Besides crashes, leaks and sanitizer reports it
- * aborts when a parsed token breaks what welby_jose.h promises.
+ * aborts when a parsed token breaks what welby_jose.h promises, the
+ * patients claim's FHIR ids among it.
  */
 
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "welby_b64.h"
 #include "welby_jose.h"
+#include "welby_fhir.h"
 
 
 #define FUZZ_HDR  "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}"
@@ -215,6 +217,53 @@ check_token(const welby_token_t *t, const unsigned char *data, size_t size,
 static welby_header_cache_t  hcache;
 
 
+/* The patients claim: FHIR ids joined by single spaces, or refused. */
+static void
+check_patients(welby_token_t *t)
+{
+    size_t           i, start;
+    unsigned char   *scratch;
+    welby_reason_e   rc;
+
+    scratch = malloc(t->payload.len);
+    if (scratch == NULL) {
+        abort();
+    }
+
+    rc = welby_token_patients(t, "patients", scratch);
+
+    if (rc != WELBY_REASON_NONE && rc != WELBY_REASON_TOKEN_CLAIMS) {
+        abort();
+    }
+
+    if (rc == WELBY_REASON_NONE && t->claims.patients.data != NULL) {
+        check_str(&t->claims.patients, scratch, t->payload.len,
+                  t->payload.len, 1);
+
+        start = 0;
+
+        for (i = 0; i <= t->claims.patients.len; i++) {
+            if (i < t->claims.patients.len
+                && t->claims.patients.data[i] != ' ')
+            {
+                continue;
+            }
+
+            if (t->claims.patients.len > 0
+                && !welby_fhir_id_valid(t->claims.patients.data + start,
+                                        i - start))
+            {
+                abort();
+            }
+
+            start = i + 1;
+        }
+    }
+
+    free(scratch);
+}
+
+
 static int
 same_str(const welby_str_t *a, const welby_str_t *b)
 {
@@ -302,6 +351,7 @@ run(const unsigned char *data, size_t size)
 
     case WELBY_REASON_NONE:
         check_token(&t, data, size, scratch);
+        check_patients(&t);
         break;
 
     case WELBY_REASON_TOKEN_MALFORMED:

@@ -532,6 +532,172 @@ test_claims(void)
 }
 
 
+/* welby_token_patients() on a parsed token, with an exact scratch. */
+static welby_reason_e
+patients(const char *payload, const char *name)
+{
+    welby_reason_e         rc;
+    static unsigned char  *buf;
+
+    rc = claims(payload);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    free(buf);
+
+    buf = malloc(t.payload.len);
+    if (buf == NULL) {
+        abort();
+    }
+
+    rc = welby_token_patients(&t, name, buf);
+
+    if (t.claims.patients.data != NULL
+        && (t.claims.patients.data < buf
+            || t.claims.patients.data + t.claims.patients.len
+               > buf + t.payload.len))
+    {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    return rc;
+}
+
+
+static void
+test_scp_patients(void)
+{
+    size_t  i, n;
+    char    payload[12000], id65[66];
+
+    ok(claims("{\"scp\":[\"patient/*.rs\",\"openid\"]}")
+       == WELBY_REASON_NONE && eq(&t.claims.scope, "patient/*.rs openid")
+       && (t.claims.present & WELBY_CLAIM_SCOPE)
+       && in_scratch(&t.claims.scope),
+       "scp: an array is joined by single spaces into scope");
+    ok(claims("{\"scp\":\"patient/*.rs openid\"}") == WELBY_REASON_NONE
+       && eq(&t.claims.scope, "patient/*.rs openid")
+       && (t.claims.present & WELBY_CLAIM_SCOPE),
+       "scp: a string is the scope as it is");
+    ok(claims("{\"scp\":[]}") == WELBY_REASON_NONE
+       && t.claims.scope.data != NULL && t.claims.scope.len == 0
+       && (t.claims.present & WELBY_CLAIM_SCOPE),
+       "scp: an empty array is a present, empty scope");
+    ok(claims("{\"scope\":\"patient/*.rs\",\"scp\":[\"user/*.rs\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: with scope as well, refused");
+    ok(claims("{\"scp\":[\"user/*.rs\"],\"scope\":\"patient/*.rs\"}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: with scope as well, in either order, refused");
+    ok(claims("{\"scope\":\"\",\"scp\":[]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: with an empty scope as well, refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",2]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a number element is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",null]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: a null element is refused");
+    ok(claims("{\"scp\":[[\"patient/*.rs\"]]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a nested array is refused");
+    ok(claims("{\"scp\":[\"patient/Patient.r user/*.cruds\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an element with a space (two scopes in one) is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",\"\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: an empty element is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\\n\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an element with a newline is refused");
+    ok(claims("{\"scp\":{\"a\":1}}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an object is refused");
+    ok(claims("{\"scp\":null}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: null is refused");
+    ok(claims("{\"scp\":7}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a number is refused");
+
+    /* 1024 bytes joined: 204 elements of 4 bytes and one of 4, spaces */
+
+    n = snprintf(payload, sizeof(payload), "{\"scp\":[");
+    for (i = 0; i < 205; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"%04zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(claims(payload) == WELBY_REASON_NONE && t.claims.scope.len == 1024,
+       "scp: 1024 bytes joined are accepted");
+
+    n = snprintf(payload, sizeof(payload), "{\"scp\":[");
+    for (i = 0; i < 205; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"%04zu%s\"",
+                      i ? "," : "", i, i == 0 ? "x" : "");
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(claims(payload) == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: 1025 bytes joined are refused");
+
+    ok(patients("{\"patients\":[\"p1\",\"p2\"]}", "patients")
+       == WELBY_REASON_NONE && eq(&t.claims.patients, "p1 p2"),
+       "patients: an array of ids is joined by spaces");
+    ok(patients("{\"sub\":\"u\"}", "patients") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL, "patients: absent stays absent");
+    ok(patients("{\"patients\":[]}", "patients") == WELBY_REASON_NONE
+       && t.claims.patients.data != NULL && t.claims.patients.len == 0,
+       "patients: an empty array is present and empty");
+    ok(patients("{\"care_team\":[\"p3\",\"p-4.x\"]}", "care_team")
+       == WELBY_REASON_NONE && eq(&t.claims.patients, "p3 p-4.x"),
+       "patients: the issuer's claim name is read");
+    ok(patients("{\"care_team\":[\"p3\"]}", "patients") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: another name is not read");
+    ok(patients("{\"patients\":\"p1\"}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a string is refused");
+    ok(patients("{\"patients\":null}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: null is refused");
+    ok(patients("{\"patients\":{\"p1\":1}}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: an object is refused");
+    ok(patients("{\"patients\":[\"p1\",2]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a number element is refused");
+    ok(patients("{\"patients\":[\"p 1\"]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: an id with a space is refused");
+    ok(patients("{\"patients\":[\"Patient/p1\"]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: a reference is not an id: refused");
+    ok(patients("{\"patients\":[\"p_1\"]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: '_' is not in the id grammar: refused");
+    ok(patients("{\"patients\":[\"p1\",\"\"]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: an empty id is refused");
+    ok(patients("{\"patients\":[\"p\\u00e9\"]}", "patients")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a non-ASCII id is refused");
+
+    memset(id65, 'a', 65);
+    id65[65] = '\0';
+    snprintf(payload, sizeof(payload), "{\"patients\":[\"%.64s\"]}", id65);
+    ok(patients(payload, "patients") == WELBY_REASON_NONE
+       && t.claims.patients.len == 64, "patients: a 64-byte id is accepted");
+    snprintf(payload, sizeof(payload), "{\"patients\":[\"%s\"]}", id65);
+    ok(patients(payload, "patients") == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: a 65-byte id is refused");
+
+    n = snprintf(payload, sizeof(payload), "{\"patients\":[");
+    for (i = 0; i < WELBY_PATIENTS_MAX; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(patients(payload, "patients") == WELBY_REASON_NONE
+       && t.claims.patients.len > 0,
+       "patients: %d ids are accepted", WELBY_PATIENTS_MAX);
+
+    n = snprintf(payload, sizeof(payload), "{\"patients\":[");
+    for (i = 0; i < WELBY_PATIENTS_MAX + 1; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(patients(payload, "patients") == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: %d ids are refused", WELBY_PATIENTS_MAX + 1);
+}
+
+
 static void
 test_check(void)
 {
@@ -705,6 +871,7 @@ main(void)
     test_json();
     test_header();
     test_claims();
+    test_scp_patients();
     test_check();
 
     free(scratch);
