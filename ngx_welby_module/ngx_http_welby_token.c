@@ -148,11 +148,20 @@ static struct {
 };
 
 
+/* Claims read as something else: no patients_claim may name them. */
+static ngx_str_t  ngx_http_welby_other_claims[] = {
+    ngx_string("scp"),
+    ngx_string("nonce"),
+    ngx_string("at_hash"),
+    ngx_null_string
+};
+
+
 /*
  * welby_issuer <iss> keys=<file>|secret=<file> audience=<aud>...
  *     [algorithms=<alg>,...] [kid=<kid>] [leeway=<time>]
  *     [max_lifetime=<time>] [typ=at+jwt|jwt] [require=<claim>,...]
- *     [refresh=<time>]
+ *     [refresh=<time>] [patients_claim=<name>]
  */
 char *
 ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -200,6 +209,7 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     issuer->rules.leeway = 60;
     issuer->rules.typ = WELBY_TYP_AT_JWT;
     issuer->rules.required = WELBY_CLAIMS_RFC9068;
+    ngx_str_set(&issuer->patients_claim, "patients");
 
     if (ngx_array_init(&audiences, cf->pool, 2, sizeof(ngx_str_t))
         != NGX_OK)
@@ -351,6 +361,47 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (name.len == 14
+            && ngx_strncmp(name.data, "patients_claim", 14) == 0)
+        {
+            /* a claim already read as another never holds the patients */
+
+            for (j = 0; ngx_http_welby_claim_names[j].name.len; j++) {
+                if (ngx_http_welby_claim_names[j].name.len == s.len
+                    && ngx_strncmp(ngx_http_welby_claim_names[j].name.data,
+                                   s.data, s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            for (n = 0; ngx_http_welby_other_claims[n].len; n++) {
+                if (ngx_http_welby_other_claims[n].len == s.len
+                    && ngx_strncmp(ngx_http_welby_other_claims[n].data,
+                                   s.data, s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (s.len == 0 || ngx_http_welby_claim_names[j].name.len
+                || ngx_http_welby_other_claims[n].len)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid patients_claim \"%V\" in "
+                                   "welby_issuer \"%V\", it must name a "
+                                   "claim of its own, not one the token "
+                                   "checks read", &s, &issuer->iss);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the argument ends here, so the name is NUL-terminated */
+            issuer->patients_claim = s;
             continue;
         }
 
@@ -602,6 +653,12 @@ ngx_http_welby_rules_hash(ngx_http_welby_issuer_t *issuer)
                                 issuer->rules.audiences[i].len);
         (void) EVP_DigestUpdate(md, &zero, 1);
     }
+
+    /* a cached token's patients were read under this claim's name */
+
+    (void) EVP_DigestUpdate(md, issuer->patients_claim.data,
+                            issuer->patients_claim.len);
+    (void) EVP_DigestUpdate(md, &zero, 1);
 
     if (EVP_DigestFinal_ex(md, issuer->rules_hash, NULL) != 1) {
         ngx_memzero(issuer->rules_hash, sizeof(issuer->rules_hash));
@@ -1707,7 +1764,7 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, ngx_http_welby_ctx_t *ctx,
     ngx_str_t *token, u_char *hash, welby_jose_header_t *header)
 {
-    u_char                   *scratch;
+    u_char                   *scratch, *patients;
     ngx_uint_t                n;
     welby_token_t             t;
     welby_reason_e            rc;
@@ -1801,6 +1858,19 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
 
     rc = welby_jws_verify(key, t.signing_input.data, t.signing_input.len,
                           t.signature.data, t.signature.len);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    /* the joined ids take at most the payload's text */
+
+    patients = ngx_pnalloc(r->pool, t.payload.len);
+    if (patients == NULL) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    rc = welby_token_patients(&t, (const char *) issuer->patients_claim.data,
+                              patients);
     if (rc != WELBY_REASON_NONE) {
         return rc;
     }
