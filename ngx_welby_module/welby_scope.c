@@ -27,6 +27,10 @@ typedef enum {
 #define WELBY_TYPES_ALL          2      /* every type */
 
 
+/* a bound on the type table's walk, far above R4's 145 types */
+#define WELBY_TYPES_CAP          1024
+
+
 /* Where a known operation may be invoked. */
 #define WELBY_OP_ANY             0
 #define WELBY_OP_PATIENT         1      /* Patient only */
@@ -849,7 +853,10 @@ welby_policy_letters(const welby_fhir_request_t *req,
         return 1;
     }
 
-    for (t = 0; (name = welby_fhir_type_name(t)) != NULL; t++) {
+    for (t = 0;
+         t < WELBY_TYPES_CAP && (name = welby_fhir_type_name(t)) != NULL;
+         t++)
+    {
         if (need->types == WELBY_TYPES_COMPARTMENT
             && !welby_fhir_in_compartment(t))
         {
