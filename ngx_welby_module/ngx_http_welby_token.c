@@ -79,6 +79,8 @@ static ngx_int_t ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name,
 static welby_reason_e ngx_http_welby_token_verify(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, ngx_http_welby_ctx_t *ctx,
     ngx_str_t *token, u_char *hash, welby_jose_header_t *header);
+static const char *ngx_http_welby_patients_claim(void *data,
+    const welby_str_t *iss);
 static ngx_http_welby_issuer_t *ngx_http_welby_issuer_find(
     ngx_http_welby_main_conf_t *wmcf, welby_str_t *iss);
 static welby_reason_e ngx_http_welby_binding(ngx_http_request_t *r,
@@ -1764,9 +1766,10 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, ngx_http_welby_ctx_t *ctx,
     ngx_str_t *token, u_char *hash, welby_jose_header_t *header)
 {
-    u_char                   *scratch, *patients;
+    u_char                   *scratch;
     ngx_uint_t                n;
     welby_token_t             t;
+    welby_issuers_t           issuers;
     welby_reason_e            rc;
     const welby_key_t        *key;
     ngx_http_welby_issuer_t  *issuer;
@@ -1814,8 +1817,11 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
                                          sizeof(welby_header_cache_t));
     }
 
-    rc = welby_token_parse_cached(&t, token->data, token->len, scratch,
-                                  wmcf->header_cache);
+    issuers.patients_claim = ngx_http_welby_patients_claim;
+    issuers.data = wmcf;
+
+    rc = welby_token_parse_issuers(&t, token->data, token->len, scratch,
+                                   wmcf->header_cache, &issuers);
     if (rc != WELBY_REASON_NONE) {
         return rc;
     }
@@ -1862,19 +1868,6 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
         return rc;
     }
 
-    /* the joined ids take at most the payload's text */
-
-    patients = ngx_pnalloc(r->pool, t.payload.len);
-    if (patients == NULL) {
-        return WELBY_REASON_INTERNAL_ERROR;
-    }
-
-    rc = welby_token_patients(&t, (const char *) issuer->patients_claim.data,
-                              patients);
-    if (rc != WELBY_REASON_NONE) {
-        return rc;
-    }
-
     ctx->issuer = issuer;
     ctx->claims = t.claims;
     ctx->payload = t.payload;
@@ -1890,6 +1883,20 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     }
 
     return rc;
+}
+
+
+/* The parser asks, once it has read iss, which claim lists the patients. */
+static const char *
+ngx_http_welby_patients_claim(void *data, const welby_str_t *iss)
+{
+    welby_str_t               s;
+    ngx_http_welby_issuer_t  *issuer;
+
+    s = *iss;
+    issuer = ngx_http_welby_issuer_find(data, &s);
+
+    return issuer ? (const char *) issuer->patients_claim.data : NULL;
 }
 
 

@@ -27,7 +27,8 @@ static welby_reason_e welby_part_decode(welby_scratch_t *s, welby_str_t *dst,
     const unsigned char *src, size_t len);
 static welby_reason_e welby_token_parse_payload(welby_token_t *t,
     const unsigned char *token, size_t len, size_t dot1, size_t dot2,
-    welby_scratch_t *s, welby_header_slot_t *slot);
+    welby_scratch_t *s, welby_header_slot_t *slot,
+    const welby_issuers_t *issuers);
 static welby_reason_e welby_header_copy(welby_str_t *dst,
     const welby_str_t *src, welby_scratch_t *s);
 static welby_header_slot_t *welby_header_cache_find(
@@ -39,7 +40,7 @@ static size_t welby_json_depth(const unsigned char *p, size_t len);
 static welby_reason_e welby_header_parse(welby_jose_header_t *h,
     json_t *doc, welby_scratch_t *s);
 static welby_reason_e welby_claims_parse(welby_claims_t *c, json_t *doc,
-    welby_scratch_t *s);
+    welby_scratch_t *s, const welby_issuers_t *issuers);
 static int welby_text_valid(json_t *v);
 static welby_reason_e welby_string_copy(welby_str_t *dst, json_t *v,
     welby_scratch_t *s);
@@ -112,6 +113,15 @@ welby_reason_e
 welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
     size_t len, unsigned char *scratch, welby_header_cache_t *hc)
 {
+    return welby_token_parse_issuers(t, token, len, scratch, hc, NULL);
+}
+
+
+welby_reason_e
+welby_token_parse_issuers(welby_token_t *t, const unsigned char *token,
+    size_t len, unsigned char *scratch, welby_header_cache_t *hc,
+    const welby_issuers_t *issuers)
+{
     size_t                i, dot1, dot2, ndots;
     json_t               *hdoc, *pdoc;
     welby_str_t           htext;
@@ -165,7 +175,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 
     if (slot != NULL) {
         return welby_token_parse_payload(t, token, len, dot1, dot2, &s,
-                                         slot);
+                                         slot, issuers);
     }
 
     rc = welby_part_decode(&s, &htext, token, dot1);
@@ -202,7 +212,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 
     if (rc == WELBY_REASON_NONE) {
         welby_header_cache_add(hc, token, dot1, &t->header);
-        rc = welby_claims_parse(&t->claims, pdoc, &s);
+        rc = welby_claims_parse(&t->claims, pdoc, &s, issuers);
     }
 
     json_decref(hdoc);
@@ -216,7 +226,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 static welby_reason_e
 welby_token_parse_payload(welby_token_t *t, const unsigned char *token,
     size_t len, size_t dot1, size_t dot2, welby_scratch_t *s,
-    welby_header_slot_t *slot)
+    welby_header_slot_t *slot, const welby_issuers_t *issuers)
 {
     json_t          *pdoc;
     welby_reason_e   rc;
@@ -249,7 +259,7 @@ welby_token_parse_payload(welby_token_t *t, const unsigned char *token,
     }
 
     if (rc == WELBY_REASON_NONE) {
-        rc = welby_claims_parse(&t->claims, pdoc, s);
+        rc = welby_claims_parse(&t->claims, pdoc, s, issuers);
     }
 
     json_decref(pdoc);
@@ -633,9 +643,11 @@ welby_header_parse(welby_jose_header_t *h, json_t *doc, welby_scratch_t *s)
 
 
 static welby_reason_e
-welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s)
+welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s,
+    const welby_issuers_t *issuers)
 {
     json_t          *v;
+    const char      *name;
     welby_reason_e   rc;
 
     rc = welby_string_claim(c, doc, "iss", WELBY_CLAIM_ISS, &c->iss, s);
@@ -735,6 +747,26 @@ welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s)
 
     if (v != NULL) {
         rc = welby_cnf_parse(c, v);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+    }
+
+    /*
+     * The patients claim's name is the issuer's.  An array's joined ids
+     * are within its JSON text, which no other copied string shares, so
+     * they fit the scratch too.
+     */
+
+    name = (issuers != NULL && (c->present & WELBY_CLAIM_ISS))
+           ? issuers->patients_claim(issuers->data, &c->iss) : NULL;
+
+    v = (name != NULL) ? json_object_get(doc, name) : NULL;
+
+    if (v != NULL) {
+        rc = welby_words_join(v, &c->patients,
+                              WELBY_PATIENTS_MAX * (WELBY_FHIR_ID_MAX + 1),
+                              1, s);
         if (rc != WELBY_REASON_NONE) {
             return rc;
         }
@@ -999,44 +1031,6 @@ welby_words_join(json_t *v, welby_str_t *dst, size_t max, int ids,
     }
 
     return WELBY_REASON_NONE;
-}
-
-
-welby_reason_e
-welby_token_patients(welby_token_t *t, const char *name,
-    unsigned char *scratch)
-{
-    json_t           *doc, *v;
-    welby_reason_e    rc;
-    welby_scratch_t   s;
-
-    t->claims.patients.data = NULL;
-    t->claims.patients.len = 0;
-
-    /*
-     * The claim's name is the issuer's, known only once iss is read, so
-     * the payload is parsed once more, after the signature verified.
-     */
-
-    rc = welby_json_load(&doc, &t->payload);
-    if (rc != WELBY_REASON_NONE) {
-        return rc;
-    }
-
-    v = json_object_get(doc, name);
-
-    if (v != NULL) {
-        s.pos = scratch;
-        s.end = scratch + t->payload.len;
-
-        rc = welby_words_join(v, &t->claims.patients,
-                              WELBY_PATIENTS_MAX * (WELBY_FHIR_ID_MAX + 1),
-                              1, &s);
-    }
-
-    json_decref(doc);
-
-    return rc;
 }
 
 

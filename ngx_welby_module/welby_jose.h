@@ -102,8 +102,9 @@ typedef struct {
  * characters (they become backend headers), at most WELBY_CLAIM_STR_MAX
  * bytes; data == NULL when absent.  amr is the array joined by spaces;
  * scope is the "scope" string or the "scp" array joined by spaces.
- * patients, read by welby_token_patients(), is the issuer's patients
- * claim: FHIR ids joined by spaces.
+ * patients is the issuer's patients claim (welby_issuers_t): FHIR ids
+ * joined by spaces, data == NULL when absent or when no issuer names
+ * one.
  */
 typedef struct {
     unsigned              present;      /* WELBY_CLAIM_* */
@@ -166,7 +167,10 @@ typedef struct {
  *                                 string or an array of strings (each
  *                                 non-empty and without spaces, as they
  *                                 are joined by spaces), or both scope
- *                                 and scp present; aud not a
+ *                                 and scp present; the issuer's patients
+ *                                 claim not an array of at most
+ *                                 WELBY_PATIENTS_MAX FHIR ids
+ *                                 (welby_fhir_id_valid); aud not a
  *                                 string or an array of 1..WELBY_AUD_MAX
  *                                 strings; exp, nbf, iat not numbers in
  *                                 0..2^53; amr not an array of strings
@@ -179,21 +183,6 @@ typedef struct {
  */
 welby_reason_e welby_token_parse(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch);
-
-
-/*
- * Reads the claim name (an issuer's patients_claim) of a parsed token's
- * payload into t->claims.patients: an array of at most
- * WELBY_PATIENTS_MAX FHIR ids (welby_fhir_id_valid), joined by spaces
- * into scratch, which must hold t->payload.len bytes.  Absent, it stays
- * absent (data == NULL); an empty array is present and empty.  Returns
- * WELBY_REASON_NONE, TOKEN_CLAIMS when the claim is anything else, or
- * TOKEN_MALFORMED when the payload does not parse.
- */
-#define WELBY_PATIENTS_MAX  128
-
-welby_reason_e welby_token_patients(welby_token_t *t, const char *name,
-    unsigned char *scratch);
 
 
 /*
@@ -221,6 +210,30 @@ typedef struct {
 welby_reason_e welby_token_parse_cached(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch,
     welby_header_cache_t *hc);
+
+
+#define WELBY_PATIENTS_MAX  128     /* ids in one patients claim */
+
+/*
+ * What the parser needs to know of the configured issuers: the name of
+ * the claim that lists a token's patients, by the token's iss (NULL: no
+ * claim is read).  The name is known only once iss is read, so it is
+ * asked for while the payload is parsed, once.
+ */
+typedef struct {
+    const char           *(*patients_claim)(void *data,
+                                            const welby_str_t *iss);
+    void                  *data;
+} welby_issuers_t;
+
+/*
+ * welby_token_parse_cached() that also reads the issuer's patients
+ * claim into claims.patients, within the same scratch (issuers may be
+ * NULL: none is read).
+ */
+welby_reason_e welby_token_parse_issuers(welby_token_t *t,
+    const unsigned char *token, size_t len, unsigned char *scratch,
+    welby_header_cache_t *hc, const welby_issuers_t *issuers);
 
 
 #define WELBY_TYP_AT_JWT  0   /* "at+jwt" or "application/at+jwt" only */

@@ -217,41 +217,61 @@ check_token(const welby_token_t *t, const unsigned char *data, size_t size,
 static welby_header_cache_t  hcache;
 
 
-/* The patients claim: FHIR ids joined by single spaces, or refused. */
-static void
-check_patients(welby_token_t *t)
+static const char *
+patients_claim(void *data, const welby_str_t *iss)
 {
-    size_t           i, start;
-    unsigned char   *scratch;
-    welby_reason_e   rc;
+    /* an iss starting with 'x' names no claim */
+    return (iss->len > 0 && iss->data[0] == 'x') ? NULL : data;
+}
 
-    scratch = malloc(t->payload.len);
+
+/*
+ * The patients claim, read while parsing: the same answer otherwise,
+ * and FHIR ids joined by single spaces within the scratch.
+ */
+static void
+check_patients(const unsigned char *data, size_t size, welby_reason_e rc0)
+{
+    size_t              i, start;
+    unsigned char      *scratch;
+    welby_token_t       t;
+    welby_reason_e      rc;
+    welby_issuers_t     issuers;
+    const welby_str_t  *p;
+
+    scratch = malloc(welby_token_scratch_size(size));
     if (scratch == NULL) {
         abort();
     }
 
-    rc = welby_token_patients(t, "patients", scratch);
+    issuers.patients_claim = patients_claim;
+    issuers.data = (void *) "patients";
 
-    if (rc != WELBY_REASON_NONE && rc != WELBY_REASON_TOKEN_CLAIMS) {
+    rc = welby_token_parse_issuers(&t, data, size, scratch, NULL, &issuers);
+
+    /* a patients claim can only add TOKEN_CLAIMS to a clean parse */
+
+    if (rc != rc0 && !(rc0 == WELBY_REASON_NONE
+                       && rc == WELBY_REASON_TOKEN_CLAIMS))
+    {
         abort();
     }
 
-    if (rc == WELBY_REASON_NONE && t->claims.patients.data != NULL) {
-        check_str(&t->claims.patients, scratch, t->payload.len,
-                  t->payload.len, 1);
+    p = &t.claims.patients;
+
+    if (rc == WELBY_REASON_NONE && p->data != NULL) {
+        check_str(p, scratch, welby_token_scratch_size(size),
+                  welby_token_scratch_size(size), 1);
 
         start = 0;
 
-        for (i = 0; i <= t->claims.patients.len; i++) {
-            if (i < t->claims.patients.len
-                && t->claims.patients.data[i] != ' ')
-            {
+        for (i = 0; i <= p->len; i++) {
+            if (i < p->len && p->data[i] != ' ') {
                 continue;
             }
 
-            if (t->claims.patients.len > 0
-                && !welby_fhir_id_valid(t->claims.patients.data + start,
-                                        i - start))
+            if (p->len > 0 && !welby_fhir_id_valid(p->data + start,
+                                                   i - start))
             {
                 abort();
             }
@@ -347,11 +367,12 @@ run(const unsigned char *data, size_t size)
 
     free(cached);
 
+    check_patients(data, size, rc);
+
     switch (rc) {
 
     case WELBY_REASON_NONE:
         check_token(&t, data, size, scratch);
-        check_patients(&t);
         break;
 
     case WELBY_REASON_TOKEN_MALFORMED:

@@ -532,32 +532,49 @@ test_claims(void)
 }
 
 
-/* welby_token_patients() on a parsed token, with an exact scratch. */
-static welby_reason_e
-patients(const char *payload, const char *name)
+static const char *
+claim_of(void *data, const welby_str_t *iss)
 {
-    welby_reason_e         rc;
-    static unsigned char  *buf;
+    /* the test's issuer "https://care.test" names its own claim */
 
-    rc = claims(payload);
-    if (rc != WELBY_REASON_NONE) {
-        return rc;
+    if (iss->len == sizeof("https://care.test") - 1
+        && memcmp(iss->data, "https://care.test", iss->len) == 0)
+    {
+        return "care_team";
     }
 
-    free(buf);
+    return (iss->len == 1 && iss->data[0] == 'x') ? NULL : data;
+}
 
-    buf = malloc(t.payload.len);
-    if (buf == NULL) {
+
+/*
+ * Parses a token of this payload, reading the patients claim its iss
+ * names ("patients" unless iss says otherwise), with an exact scratch;
+ * INTERNAL_ERROR if the patients land outside it.
+ */
+static welby_reason_e
+patients(const char *payload)
+{
+    welby_reason_e   rc;
+    welby_issuers_t  issuers;
+
+    build(HDR, payload, "\x01sig\xff");
+
+    free(scratch);
+
+    scratch_len = welby_token_scratch_size(tok_len);
+    scratch = malloc(scratch_len);
+    if (scratch == NULL) {
         abort();
     }
 
-    rc = welby_token_patients(&t, name, buf);
+    issuers.patients_claim = claim_of;
+    issuers.data = (void *) "patients";
 
-    if (t.claims.patients.data != NULL
-        && (t.claims.patients.data < buf
-            || t.claims.patients.data + t.claims.patients.len
-               > buf + t.payload.len))
-    {
+    rc = welby_token_parse_issuers(&t, (const unsigned char *) tok, tok_len,
+                                   scratch, NULL, &issuers);
+
+    if (rc == WELBY_REASON_NONE && !in_scratch(&t.claims.patients)) {
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
@@ -632,68 +649,80 @@ test_scp_patients(void)
     ok(claims(payload) == WELBY_REASON_TOKEN_CLAIMS,
        "scp: 1025 bytes joined are refused");
 
-    ok(patients("{\"patients\":[\"p1\",\"p2\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",\"p2\"]}")
        == WELBY_REASON_NONE && eq(&t.claims.patients, "p1 p2"),
        "patients: an array of ids is joined by spaces");
-    ok(patients("{\"sub\":\"u\"}", "patients") == WELBY_REASON_NONE
+    ok(patients("{\"iss\":\"i\",\"sub\":\"u\"}") == WELBY_REASON_NONE
        && t.claims.patients.data == NULL, "patients: absent stays absent");
-    ok(patients("{\"patients\":[]}", "patients") == WELBY_REASON_NONE
+    ok(patients("{\"iss\":\"i\",\"patients\":[]}") == WELBY_REASON_NONE
        && t.claims.patients.data != NULL && t.claims.patients.len == 0,
        "patients: an empty array is present and empty");
-    ok(patients("{\"care_team\":[\"p3\",\"p-4.x\"]}", "care_team")
+    ok(patients("{\"iss\":\"https://care.test\","
+                "\"care_team\":[\"p3\",\"p-4.x\"],\"patients\":7}")
        == WELBY_REASON_NONE && eq(&t.claims.patients, "p3 p-4.x"),
-       "patients: the issuer's claim name is read");
-    ok(patients("{\"care_team\":[\"p3\"]}", "patients") == WELBY_REASON_NONE
+       "patients: the issuer's claim name is read, and only it");
+    ok(patients("{\"iss\":\"i\",\"care_team\":[\"p3\"]}")
+       == WELBY_REASON_NONE && t.claims.patients.data == NULL,
+       "patients: another issuer's name is not read");
+    ok(patients("{\"patients\":[\"p1\"]}") == WELBY_REASON_NONE
        && t.claims.patients.data == NULL,
-       "patients: another name is not read");
-    ok(patients("{\"patients\":\"p1\"}", "patients")
+       "patients: without iss no claim is read");
+    ok(patients("{\"iss\":\"x\",\"patients\":7}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: an issuer that names no claim reads none");
+    ok(claims("{\"iss\":\"i\",\"patients\":7}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: welby_token_parse() reads no patients claim");
+    ok(patients("{\"iss\":\"i\",\"patients\":\"p1\"}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: a string is refused");
-    ok(patients("{\"patients\":null}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":null}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: null is refused");
-    ok(patients("{\"patients\":{\"p1\":1}}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":{\"p1\":1}}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: an object is refused");
-    ok(patients("{\"patients\":[\"p1\",2]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",2]}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: a number element is refused");
-    ok(patients("{\"patients\":[\"p 1\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p 1\"]}")
        == WELBY_REASON_TOKEN_CLAIMS,
        "patients: an id with a space is refused");
-    ok(patients("{\"patients\":[\"Patient/p1\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"Patient/p1\"]}")
        == WELBY_REASON_TOKEN_CLAIMS,
        "patients: a reference is not an id: refused");
-    ok(patients("{\"patients\":[\"p_1\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p_1\"]}")
        == WELBY_REASON_TOKEN_CLAIMS,
        "patients: '_' is not in the id grammar: refused");
-    ok(patients("{\"patients\":[\"p1\",\"\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",\"\"]}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: an empty id is refused");
-    ok(patients("{\"patients\":[\"p\\u00e9\"]}", "patients")
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p\\u00e9\"]}")
        == WELBY_REASON_TOKEN_CLAIMS, "patients: a non-ASCII id is refused");
 
     memset(id65, 'a', 65);
     id65[65] = '\0';
-    snprintf(payload, sizeof(payload), "{\"patients\":[\"%.64s\"]}", id65);
-    ok(patients(payload, "patients") == WELBY_REASON_NONE
+    snprintf(payload, sizeof(payload),
+             "{\"iss\":\"i\",\"patients\":[\"%.64s\"]}", id65);
+    ok(patients(payload) == WELBY_REASON_NONE
        && t.claims.patients.len == 64, "patients: a 64-byte id is accepted");
-    snprintf(payload, sizeof(payload), "{\"patients\":[\"%s\"]}", id65);
-    ok(patients(payload, "patients") == WELBY_REASON_TOKEN_CLAIMS,
+    snprintf(payload, sizeof(payload),
+             "{\"iss\":\"i\",\"patients\":[\"%s\"]}", id65);
+    ok(patients(payload) == WELBY_REASON_TOKEN_CLAIMS,
        "patients: a 65-byte id is refused");
 
-    n = snprintf(payload, sizeof(payload), "{\"patients\":[");
+    n = snprintf(payload, sizeof(payload), "{\"iss\":\"i\",\"patients\":[");
     for (i = 0; i < WELBY_PATIENTS_MAX; i++) {
         n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
                       i ? "," : "", i);
     }
     snprintf(payload + n, sizeof(payload) - n, "]}");
-    ok(patients(payload, "patients") == WELBY_REASON_NONE
+    ok(patients(payload) == WELBY_REASON_NONE
        && t.claims.patients.len > 0,
        "patients: %d ids are accepted", WELBY_PATIENTS_MAX);
 
-    n = snprintf(payload, sizeof(payload), "{\"patients\":[");
+    n = snprintf(payload, sizeof(payload), "{\"iss\":\"i\",\"patients\":[");
     for (i = 0; i < WELBY_PATIENTS_MAX + 1; i++) {
         n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
                       i ? "," : "", i);
     }
     snprintf(payload + n, sizeof(payload) - n, "]}");
-    ok(patients(payload, "patients") == WELBY_REASON_TOKEN_CLAIMS,
+    ok(patients(payload) == WELBY_REASON_TOKEN_CLAIMS,
        "patients: %d ids are refused", WELBY_PATIENTS_MAX + 1);
 }
 
