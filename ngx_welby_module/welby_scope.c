@@ -441,7 +441,7 @@ welby_policy_decide(const welby_fhir_request_t *req,
     const welby_policy_subject_t *subj, welby_policy_result_t *res)
 {
     int              refused, first_refused;
-    unsigned         i, context, check, allowed_check, letters_seen;
+    unsigned         i, context, check, allowed_check, refused_set;
     welby_need_t     need;
     welby_reason_e   rc, patient_rc, system_rc;
 
@@ -476,7 +476,7 @@ welby_policy_decide(const welby_fhir_request_t *req,
     patient_rc = WELBY_REASON_NONE;
     system_rc = WELBY_REASON_NONE;
     first_refused = WELBY_FHIR_TYPE_NONE;
-    letters_seen = 0;
+    refused_set = 0;
 
     for (i = 0; i < sizeof(contexts) / sizeof(contexts[0]); i++) {
         context = contexts[i];
@@ -496,9 +496,9 @@ welby_policy_decide(const welby_fhir_request_t *req,
         refused = WELBY_FHIR_TYPE_NONE;
 
         if (!welby_policy_letters(req, subj, &need, context, &refused)) {
-            if (!letters_seen) {
+            if (!refused_set) {
                 first_refused = refused;
-                letters_seen = 1;
+                refused_set = 1;
             }
 
             continue;
@@ -544,7 +544,7 @@ welby_policy_decide(const welby_fhir_request_t *req,
         return system_rc;
     }
 
-    res->type = letters_seen ? first_refused : req->type;
+    res->type = refused_set ? first_refused : req->type;
 
     return WELBY_REASON_SCOPE_INSUFFICIENT;
 }
