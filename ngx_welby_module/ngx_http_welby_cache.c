@@ -541,6 +541,7 @@ ngx_http_welby_cache_strings(welby_claims_t *claims, welby_str_t **kid,
     out[n++] = &claims->patient;
     out[n++] = &claims->fhir_user;
     out[n++] = &claims->amr;
+    out[n++] = &claims->patients;
 
     for (i = 0; i < claims->naud && i < WELBY_AUD_MAX; i++) {
         out[n++] = &claims->aud[i];

@@ -103,6 +103,7 @@ typedef struct {
     welby_keyset_t             *keys_conf;      /* loaded by nginx -t */
 
     welby_token_rules_t         rules;
+    ngx_str_t                   patients_claim;     /* NUL-terminated */
 
     /* SHA-256 over the rules: cached tokens checked under other rules
      * are checked again */

@@ -79,6 +79,8 @@ static ngx_int_t ngx_http_welby_cookie(ngx_str_t *header, ngx_str_t *name,
 static welby_reason_e ngx_http_welby_token_verify(ngx_http_request_t *r,
     ngx_http_welby_main_conf_t *wmcf, ngx_http_welby_ctx_t *ctx,
     ngx_str_t *token, u_char *hash, welby_jose_header_t *header);
+static const char *ngx_http_welby_patients_claim(void *data,
+    const welby_str_t *iss);
 static ngx_http_welby_issuer_t *ngx_http_welby_issuer_find(
     ngx_http_welby_main_conf_t *wmcf, welby_str_t *iss);
 static welby_reason_e ngx_http_welby_binding(ngx_http_request_t *r,
@@ -148,11 +150,20 @@ static struct {
 };
 
 
+/* Claims read as something else: no patients_claim may name them. */
+static ngx_str_t  ngx_http_welby_other_claims[] = {
+    ngx_string("scp"),
+    ngx_string("nonce"),
+    ngx_string("at_hash"),
+    ngx_null_string
+};
+
+
 /*
  * welby_issuer <iss> keys=<file>|secret=<file> audience=<aud>...
  *     [algorithms=<alg>,...] [kid=<kid>] [leeway=<time>]
  *     [max_lifetime=<time>] [typ=at+jwt|jwt] [require=<claim>,...]
- *     [refresh=<time>]
+ *     [refresh=<time>] [patients_claim=<name>]
  */
 char *
 ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -200,6 +211,7 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     issuer->rules.leeway = 60;
     issuer->rules.typ = WELBY_TYP_AT_JWT;
     issuer->rules.required = WELBY_CLAIMS_RFC9068;
+    ngx_str_set(&issuer->patients_claim, "patients");
 
     if (ngx_array_init(&audiences, cf->pool, 2, sizeof(ngx_str_t))
         != NGX_OK)
@@ -351,6 +363,47 @@ ngx_http_welby_issuer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (name.len == 14
+            && ngx_strncmp(name.data, "patients_claim", 14) == 0)
+        {
+            /* a claim already read as another never holds the patients */
+
+            for (j = 0; ngx_http_welby_claim_names[j].name.len; j++) {
+                if (ngx_http_welby_claim_names[j].name.len == s.len
+                    && ngx_strncmp(ngx_http_welby_claim_names[j].name.data,
+                                   s.data, s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            for (n = 0; ngx_http_welby_other_claims[n].len; n++) {
+                if (ngx_http_welby_other_claims[n].len == s.len
+                    && ngx_strncmp(ngx_http_welby_other_claims[n].data,
+                                   s.data, s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (s.len == 0 || ngx_http_welby_claim_names[j].name.len
+                || ngx_http_welby_other_claims[n].len)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid patients_claim \"%V\" in "
+                                   "welby_issuer \"%V\", it must name a "
+                                   "claim of its own, not one the token "
+                                   "checks read", &s, &issuer->iss);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the argument ends here, so the name is NUL-terminated */
+            issuer->patients_claim = s;
             continue;
         }
 
@@ -602,6 +655,12 @@ ngx_http_welby_rules_hash(ngx_http_welby_issuer_t *issuer)
                                 issuer->rules.audiences[i].len);
         (void) EVP_DigestUpdate(md, &zero, 1);
     }
+
+    /* a cached token's patients were read under this claim's name */
+
+    (void) EVP_DigestUpdate(md, issuer->patients_claim.data,
+                            issuer->patients_claim.len);
+    (void) EVP_DigestUpdate(md, &zero, 1);
 
     if (EVP_DigestFinal_ex(md, issuer->rules_hash, NULL) != 1) {
         ngx_memzero(issuer->rules_hash, sizeof(issuer->rules_hash));
@@ -1710,6 +1769,7 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     u_char                   *scratch;
     ngx_uint_t                n;
     welby_token_t             t;
+    welby_issuers_t           issuers;
     welby_reason_e            rc;
     const welby_key_t        *key;
     ngx_http_welby_issuer_t  *issuer;
@@ -1757,8 +1817,11 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
                                          sizeof(welby_header_cache_t));
     }
 
-    rc = welby_token_parse_cached(&t, token->data, token->len, scratch,
-                                  wmcf->header_cache);
+    issuers.patients_claim = ngx_http_welby_patients_claim;
+    issuers.data = wmcf;
+
+    rc = welby_token_parse_issuers(&t, token->data, token->len, scratch,
+                                   wmcf->header_cache, &issuers);
     if (rc != WELBY_REASON_NONE) {
         return rc;
     }
@@ -1820,6 +1883,20 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
     }
 
     return rc;
+}
+
+
+/* The parser asks, once it has read iss, which claim lists the patients. */
+static const char *
+ngx_http_welby_patients_claim(void *data, const welby_str_t *iss)
+{
+    welby_str_t               s;
+    ngx_http_welby_issuer_t  *issuer;
+
+    s = *iss;
+    issuer = ngx_http_welby_issuer_find(data, &s);
+
+    return issuer ? (const char *) issuer->patients_claim.data : NULL;
 }
 
 

@@ -81,6 +81,10 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
       ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, amr),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("welby_patients"), NULL,
+      ngx_http_welby_claim_str_variable, offsetof(welby_claims_t, patients),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("welby_client_cert_sha256"), NULL,
       ngx_http_welby_cert_sha256_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },

@@ -117,6 +117,8 @@ typedef struct {
 
 typedef struct {
     welby_fhir_interaction_e interaction;
+    unsigned                 method;     /* the input's: HEAD reads no
+                                            body the answer check needs */
     unsigned                 level;      /* of an operation */
     int                      type;       /* the path's type, or NONE */
     welby_str_t              id;

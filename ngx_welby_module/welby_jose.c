@@ -8,6 +8,7 @@
 
 #include "welby_b64.h"
 #include "welby_jose.h"
+#include "welby_fhir.h"             /* welby_fhir_id_valid */
 
 
 /* The largest integer a double holds exactly (RFC 7493 section 2.2). */
@@ -26,7 +27,8 @@ static welby_reason_e welby_part_decode(welby_scratch_t *s, welby_str_t *dst,
     const unsigned char *src, size_t len);
 static welby_reason_e welby_token_parse_payload(welby_token_t *t,
     const unsigned char *token, size_t len, size_t dot1, size_t dot2,
-    welby_scratch_t *s, welby_header_slot_t *slot);
+    welby_scratch_t *s, welby_header_slot_t *slot,
+    const welby_issuers_t *issuers);
 static welby_reason_e welby_header_copy(welby_str_t *dst,
     const welby_str_t *src, welby_scratch_t *s);
 static welby_header_slot_t *welby_header_cache_find(
@@ -38,7 +40,7 @@ static size_t welby_json_depth(const unsigned char *p, size_t len);
 static welby_reason_e welby_header_parse(welby_jose_header_t *h,
     json_t *doc, welby_scratch_t *s);
 static welby_reason_e welby_claims_parse(welby_claims_t *c, json_t *doc,
-    welby_scratch_t *s);
+    welby_scratch_t *s, const welby_issuers_t *issuers);
 static int welby_text_valid(json_t *v);
 static welby_reason_e welby_string_copy(welby_str_t *dst, json_t *v,
     welby_scratch_t *s);
@@ -48,8 +50,8 @@ static welby_reason_e welby_aud_parse(welby_claims_t *c, json_t *v,
     welby_scratch_t *s);
 static welby_reason_e welby_date_claim(welby_claims_t *c, json_t *doc,
     const char *name, unsigned bit, int64_t *dst);
-static welby_reason_e welby_amr_parse(welby_claims_t *c, json_t *v,
-    welby_scratch_t *s);
+static welby_reason_e welby_words_join(json_t *v, welby_str_t *dst,
+    size_t max, int ids, welby_scratch_t *s);
 static welby_reason_e welby_cnf_parse(welby_claims_t *c, json_t *v);
 static int welby_typ_allowed(unsigned typ, const welby_str_t *value);
 static int welby_str_caseeq(const welby_str_t *s, const char *lit);
@@ -111,6 +113,15 @@ welby_reason_e
 welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
     size_t len, unsigned char *scratch, welby_header_cache_t *hc)
 {
+    return welby_token_parse_issuers(t, token, len, scratch, hc, NULL);
+}
+
+
+welby_reason_e
+welby_token_parse_issuers(welby_token_t *t, const unsigned char *token,
+    size_t len, unsigned char *scratch, welby_header_cache_t *hc,
+    const welby_issuers_t *issuers)
+{
     size_t                i, dot1, dot2, ndots;
     json_t               *hdoc, *pdoc;
     welby_str_t           htext;
@@ -164,7 +175,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 
     if (slot != NULL) {
         return welby_token_parse_payload(t, token, len, dot1, dot2, &s,
-                                         slot);
+                                         slot, issuers);
     }
 
     rc = welby_part_decode(&s, &htext, token, dot1);
@@ -201,7 +212,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 
     if (rc == WELBY_REASON_NONE) {
         welby_header_cache_add(hc, token, dot1, &t->header);
-        rc = welby_claims_parse(&t->claims, pdoc, &s);
+        rc = welby_claims_parse(&t->claims, pdoc, &s, issuers);
     }
 
     json_decref(hdoc);
@@ -215,7 +226,7 @@ welby_token_parse_cached(welby_token_t *t, const unsigned char *token,
 static welby_reason_e
 welby_token_parse_payload(welby_token_t *t, const unsigned char *token,
     size_t len, size_t dot1, size_t dot2, welby_scratch_t *s,
-    welby_header_slot_t *slot)
+    welby_header_slot_t *slot, const welby_issuers_t *issuers)
 {
     json_t          *pdoc;
     welby_reason_e   rc;
@@ -248,7 +259,7 @@ welby_token_parse_payload(welby_token_t *t, const unsigned char *token,
     }
 
     if (rc == WELBY_REASON_NONE) {
-        rc = welby_claims_parse(&t->claims, pdoc, s);
+        rc = welby_claims_parse(&t->claims, pdoc, s, issuers);
     }
 
     json_decref(pdoc);
@@ -632,9 +643,11 @@ welby_header_parse(welby_jose_header_t *h, json_t *doc, welby_scratch_t *s)
 
 
 static welby_reason_e
-welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s)
+welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s,
+    const welby_issuers_t *issuers)
 {
     json_t          *v;
+    const char      *name;
     welby_reason_e   rc;
 
     rc = welby_string_claim(c, doc, "iss", WELBY_CLAIM_ISS, &c->iss, s);
@@ -692,19 +705,68 @@ welby_claims_parse(welby_claims_t *c, json_t *doc, welby_scratch_t *s)
         }
     }
 
-    v = json_object_get(doc, "amr");
+    /*
+     * RFC 9068 names "scope"; some issuers send "scp", an array (or, as
+     * Microsoft Entra ID does, a string).  With both, which one counts
+     * would be a guess: the token is refused.
+     */
+
+    v = json_object_get(doc, "scp");
 
     if (v != NULL) {
-        rc = welby_amr_parse(c, v, s);
+        if (c->present & WELBY_CLAIM_SCOPE) {
+            return WELBY_REASON_TOKEN_CLAIMS;
+        }
+
+        if (json_is_string(v)) {
+            rc = welby_string_copy(&c->scope, v, s);
+
+        } else {
+            rc = welby_words_join(v, &c->scope, WELBY_CLAIM_STR_MAX, 0, s);
+        }
+
         if (rc != WELBY_REASON_NONE) {
             return rc;
         }
+
+        c->present |= WELBY_CLAIM_SCOPE;
+    }
+
+    v = json_object_get(doc, "amr");
+
+    if (v != NULL) {
+        rc = welby_words_join(v, &c->amr, WELBY_CLAIM_STR_MAX, 0, s);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+
+        c->present |= WELBY_CLAIM_AMR;
     }
 
     v = json_object_get(doc, "cnf");
 
     if (v != NULL) {
         rc = welby_cnf_parse(c, v);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+    }
+
+    /*
+     * The patients claim's name is the issuer's.  An array's joined ids
+     * are within its JSON text, which no other copied string shares, so
+     * they fit the scratch too.
+     */
+
+    name = (issuers != NULL && (c->present & WELBY_CLAIM_ISS))
+           ? issuers->patients_claim(issuers->data, &c->iss) : NULL;
+
+    v = (name != NULL) ? json_object_get(doc, name) : NULL;
+
+    if (v != NULL) {
+        rc = welby_words_join(v, &c->patients,
+                              WELBY_PATIENTS_MAX * (WELBY_FHIR_ID_MAX + 1),
+                              1, s);
         if (rc != WELBY_REASON_NONE) {
             return rc;
         }
@@ -890,8 +952,14 @@ welby_date_claim(welby_claims_t *c, json_t *doc, const char *name,
 }
 
 
+/*
+ * An array of strings joined by single spaces into dst: each non-empty,
+ * without spaces, and with ids, a FHIR id; the whole at most max bytes
+ * (or, with ids, WELBY_PATIENTS_MAX ids).
+ */
 static welby_reason_e
-welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
+welby_words_join(json_t *v, welby_str_t *dst, size_t max, int ids,
+    welby_scratch_t *s)
 {
     size_t          i, n, len, total;
     json_t         *e;
@@ -903,6 +971,10 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
 
     n = json_array_size(v);
     total = 0;
+
+    if (ids && n > WELBY_PATIENTS_MAX) {
+        return WELBY_REASON_TOKEN_CLAIMS;
+    }
 
     /*
      * A value that is empty or holds a space would read as other values
@@ -922,9 +994,16 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
             return WELBY_REASON_TOKEN_CLAIMS;
         }
 
+        if (ids
+            && !welby_fhir_id_valid((const unsigned char *)
+                                    json_string_value(e), len))
+        {
+            return WELBY_REASON_TOKEN_CLAIMS;
+        }
+
         total += len + (i > 0);
 
-        if (total > WELBY_CLAIM_STR_MAX) {
+        if (total > max) {
             return WELBY_REASON_TOKEN_CLAIMS;
         }
     }
@@ -936,8 +1015,8 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    c->amr.data = p;
-    c->amr.len = total;
+    dst->data = p;
+    dst->len = total;
 
     for (i = 0; i < n; i++) {
         e = json_array_get(v, i);
@@ -950,8 +1029,6 @@ welby_amr_parse(welby_claims_t *c, json_t *v, welby_scratch_t *s)
         memcpy(p, json_string_value(e), len);
         p += len;
     }
-
-    c->present |= WELBY_CLAIM_AMR;
 
     return WELBY_REASON_NONE;
 }

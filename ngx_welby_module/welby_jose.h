@@ -100,7 +100,11 @@ typedef struct {
 /*
  * The claims later steps need.  Strings are copies, without control
  * characters (they become backend headers), at most WELBY_CLAIM_STR_MAX
- * bytes; data == NULL when absent.  amr is the array joined by spaces.
+ * bytes; data == NULL when absent.  amr is the array joined by spaces;
+ * scope is the "scope" string or the "scp" array joined by spaces.
+ * patients is the issuer's patients claim (welby_issuers_t): FHIR ids
+ * joined by spaces, data == NULL when absent or when no issuer names
+ * one.
  */
 typedef struct {
     unsigned              present;      /* WELBY_CLAIM_* */
@@ -113,6 +117,7 @@ typedef struct {
     welby_str_t           patient;
     welby_str_t           fhir_user;
     welby_str_t           amr;
+    welby_str_t           patients;
 
     welby_str_t           aud[WELBY_AUD_MAX];
     size_t                naud;
@@ -158,7 +163,14 @@ typedef struct {
  *   WELBY_REASON_TOKEN_CLAIMS     a known claim of the wrong type: iss,
  *                                 sub, client_id, jti, scope, patient,
  *                                 fhirUser not strings (or with control
- *                                 characters, or too long); aud not a
+ *                                 characters, or too long); scp not a
+ *                                 string or an array of strings (each
+ *                                 non-empty and without spaces, as they
+ *                                 are joined by spaces), or both scope
+ *                                 and scp present; the issuer's patients
+ *                                 claim not an array of at most
+ *                                 WELBY_PATIENTS_MAX FHIR ids
+ *                                 (welby_fhir_id_valid); aud not a
  *                                 string or an array of 1..WELBY_AUD_MAX
  *                                 strings; exp, nbf, iat not numbers in
  *                                 0..2^53; amr not an array of strings
@@ -198,6 +210,30 @@ typedef struct {
 welby_reason_e welby_token_parse_cached(welby_token_t *t,
     const unsigned char *token, size_t len, unsigned char *scratch,
     welby_header_cache_t *hc);
+
+
+#define WELBY_PATIENTS_MAX  128     /* ids in one patients claim */
+
+/*
+ * What the parser needs to know of the configured issuers: the name of
+ * the claim that lists a token's patients, by the token's iss (NULL: no
+ * claim is read).  The name is known only once iss is read, so it is
+ * asked for while the payload is parsed, once.
+ */
+typedef struct {
+    const char           *(*patients_claim)(void *data,
+                                            const welby_str_t *iss);
+    void                  *data;
+} welby_issuers_t;
+
+/*
+ * welby_token_parse_cached() that also reads the issuer's patients
+ * claim into claims.patients, within the same scratch (issuers may be
+ * NULL: none is read).
+ */
+welby_reason_e welby_token_parse_issuers(welby_token_t *t,
+    const unsigned char *token, size_t len, unsigned char *scratch,
+    welby_header_cache_t *hc, const welby_issuers_t *issuers);
 
 
 #define WELBY_TYP_AT_JWT  0   /* "at+jwt" or "application/at+jwt" only */

@@ -94,7 +94,8 @@ typedef struct {
  * Decides one classified request (a Bundle entry is one request).
  * Returns WELBY_REASON_NONE, or SCOPE_INSUFFICIENT, SYSTEM_SCOPE_REFUSED,
  * OPERATION_UNKNOWN, PATIENT_MISMATCH, PATIENT_UNBOUND (a search of a
- * compartment type that names no patient), PATIENT_UNVERIFIABLE.
+ * compartment type that names no patient), PATIENT_UNVERIFIABLE, and
+ * FHIR_UNCLASSIFIABLE for a request that was not classified.
  */
 welby_reason_e welby_policy_decide(const welby_fhir_request_t *req,
     const welby_policy_subject_t *subj, welby_policy_result_t *res);

@@ -4,7 +4,8 @@
  * well-formed token (header and payload split at the first NUL, else a
  * fixed header), so the fuzzer reaches the claims without having to
  * invent base64url.  Besides crashes, leaks and sanitizer reports it
- * aborts when a parsed token breaks what welby_jose.h promises.
+ * aborts when a parsed token breaks what welby_jose.h promises, the
+ * patients claim's FHIR ids among it.
  */
 
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "welby_b64.h"
 #include "welby_jose.h"
+#include "welby_fhir.h"
 
 
 #define FUZZ_HDR  "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}"
@@ -215,6 +217,73 @@ check_token(const welby_token_t *t, const unsigned char *data, size_t size,
 static welby_header_cache_t  hcache;
 
 
+static const char *
+patients_claim(void *data, const welby_str_t *iss)
+{
+    /* an iss starting with 'x' names no claim */
+    return (iss->len > 0 && iss->data[0] == 'x') ? NULL : data;
+}
+
+
+/*
+ * The patients claim, read while parsing: the same answer otherwise,
+ * and FHIR ids joined by single spaces within the scratch.
+ */
+static void
+check_patients(const unsigned char *data, size_t size, welby_reason_e rc0)
+{
+    size_t              i, start;
+    unsigned char      *scratch;
+    welby_token_t       t;
+    welby_reason_e      rc;
+    welby_issuers_t     issuers;
+    const welby_str_t  *p;
+
+    scratch = malloc(welby_token_scratch_size(size));
+    if (scratch == NULL) {
+        abort();
+    }
+
+    issuers.patients_claim = patients_claim;
+    issuers.data = (void *) "patients";
+
+    rc = welby_token_parse_issuers(&t, data, size, scratch, NULL, &issuers);
+
+    /* a patients claim can only add TOKEN_CLAIMS to a clean parse */
+
+    if (rc != rc0 && !(rc0 == WELBY_REASON_NONE
+                       && rc == WELBY_REASON_TOKEN_CLAIMS))
+    {
+        abort();
+    }
+
+    p = &t.claims.patients;
+
+    if (rc == WELBY_REASON_NONE && p->data != NULL) {
+        check_str(p, scratch, welby_token_scratch_size(size),
+                  welby_token_scratch_size(size), 1);
+
+        start = 0;
+
+        for (i = 0; i <= p->len; i++) {
+            if (i < p->len && p->data[i] != ' ') {
+                continue;
+            }
+
+            if (p->len > 0 && !welby_fhir_id_valid(p->data + start,
+                                                   i - start))
+            {
+                abort();
+            }
+
+            start = i + 1;
+        }
+    }
+
+    free(scratch);
+}
+
+
 static int
 same_str(const welby_str_t *a, const welby_str_t *b)
 {
@@ -297,6 +366,8 @@ run(const unsigned char *data, size_t size)
     }
 
     free(cached);
+
+    check_patients(data, size, rc);
 
     switch (rc) {
 

@@ -532,6 +532,201 @@ test_claims(void)
 }
 
 
+static const char *
+claim_of(void *data, const welby_str_t *iss)
+{
+    /* the test's issuer "https://care.test" names its own claim */
+
+    if (iss->len == sizeof("https://care.test") - 1
+        && memcmp(iss->data, "https://care.test", iss->len) == 0)
+    {
+        return "care_team";
+    }
+
+    return (iss->len == 1 && iss->data[0] == 'x') ? NULL : data;
+}
+
+
+/*
+ * Parses a token of this payload, reading the patients claim its iss
+ * names ("patients" unless iss says otherwise), with an exact scratch;
+ * INTERNAL_ERROR if the patients land outside it.
+ */
+static welby_reason_e
+patients(const char *payload)
+{
+    welby_reason_e   rc;
+    welby_issuers_t  issuers;
+
+    build(HDR, payload, "\x01sig\xff");
+
+    free(scratch);
+
+    scratch_len = welby_token_scratch_size(tok_len);
+    scratch = malloc(scratch_len);
+    if (scratch == NULL) {
+        abort();
+    }
+
+    issuers.patients_claim = claim_of;
+    issuers.data = (void *) "patients";
+
+    rc = welby_token_parse_issuers(&t, (const unsigned char *) tok, tok_len,
+                                   scratch, NULL, &issuers);
+
+    if (rc == WELBY_REASON_NONE && !in_scratch(&t.claims.patients)) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    return rc;
+}
+
+
+static void
+test_scp_patients(void)
+{
+    size_t  i, n;
+    char    payload[12000], id65[66];
+
+    ok(claims("{\"scp\":[\"patient/*.rs\",\"openid\"]}")
+       == WELBY_REASON_NONE && eq(&t.claims.scope, "patient/*.rs openid")
+       && (t.claims.present & WELBY_CLAIM_SCOPE)
+       && in_scratch(&t.claims.scope),
+       "scp: an array is joined by single spaces into scope");
+    ok(claims("{\"scp\":\"patient/*.rs openid\"}") == WELBY_REASON_NONE
+       && eq(&t.claims.scope, "patient/*.rs openid")
+       && (t.claims.present & WELBY_CLAIM_SCOPE),
+       "scp: a string is the scope as it is");
+    ok(claims("{\"scp\":[]}") == WELBY_REASON_NONE
+       && t.claims.scope.data != NULL && t.claims.scope.len == 0
+       && (t.claims.present & WELBY_CLAIM_SCOPE),
+       "scp: an empty array is a present, empty scope");
+    ok(claims("{\"scope\":\"patient/*.rs\",\"scp\":[\"user/*.rs\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: with scope as well, refused");
+    ok(claims("{\"scp\":[\"user/*.rs\"],\"scope\":\"patient/*.rs\"}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: with scope as well, in either order, refused");
+    ok(claims("{\"scope\":\"\",\"scp\":[]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: with an empty scope as well, refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",2]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a number element is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",null]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: a null element is refused");
+    ok(claims("{\"scp\":[[\"patient/*.rs\"]]}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a nested array is refused");
+    ok(claims("{\"scp\":[\"patient/Patient.r user/*.cruds\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an element with a space (two scopes in one) is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\",\"\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "scp: an empty element is refused");
+    ok(claims("{\"scp\":[\"patient/*.rs\\n\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an element with a newline is refused");
+    ok(claims("{\"scp\":{\"a\":1}}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: an object is refused");
+    ok(claims("{\"scp\":null}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: null is refused");
+    ok(claims("{\"scp\":7}") == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: a number is refused");
+
+    /* 1024 bytes joined: 204 elements of 4 bytes and one of 4, spaces */
+
+    n = snprintf(payload, sizeof(payload), "{\"scp\":[");
+    for (i = 0; i < 205; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"%04zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(claims(payload) == WELBY_REASON_NONE && t.claims.scope.len == 1024,
+       "scp: 1024 bytes joined are accepted");
+
+    n = snprintf(payload, sizeof(payload), "{\"scp\":[");
+    for (i = 0; i < 205; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"%04zu%s\"",
+                      i ? "," : "", i, i == 0 ? "x" : "");
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(claims(payload) == WELBY_REASON_TOKEN_CLAIMS,
+       "scp: 1025 bytes joined are refused");
+
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",\"p2\"]}")
+       == WELBY_REASON_NONE && eq(&t.claims.patients, "p1 p2"),
+       "patients: an array of ids is joined by spaces");
+    ok(patients("{\"iss\":\"i\",\"sub\":\"u\"}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL, "patients: absent stays absent");
+    ok(patients("{\"iss\":\"i\",\"patients\":[]}") == WELBY_REASON_NONE
+       && t.claims.patients.data != NULL && t.claims.patients.len == 0,
+       "patients: an empty array is present and empty");
+    ok(patients("{\"iss\":\"https://care.test\","
+                "\"care_team\":[\"p3\",\"p-4.x\"],\"patients\":7}")
+       == WELBY_REASON_NONE && eq(&t.claims.patients, "p3 p-4.x"),
+       "patients: the issuer's claim name is read, and only it");
+    ok(patients("{\"iss\":\"i\",\"care_team\":[\"p3\"]}")
+       == WELBY_REASON_NONE && t.claims.patients.data == NULL,
+       "patients: another issuer's name is not read");
+    ok(patients("{\"patients\":[\"p1\"]}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: without iss no claim is read");
+    ok(patients("{\"iss\":\"x\",\"patients\":7}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: an issuer that names no claim reads none");
+    ok(claims("{\"iss\":\"i\",\"patients\":7}") == WELBY_REASON_NONE
+       && t.claims.patients.data == NULL,
+       "patients: welby_token_parse() reads no patients claim");
+    ok(patients("{\"iss\":\"i\",\"patients\":\"p1\"}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a string is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":null}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: null is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":{\"p1\":1}}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: an object is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",2]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a number element is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p 1\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: an id with a space is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"Patient/p1\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: a reference is not an id: refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p_1\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: '_' is not in the id grammar: refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p1\",\"\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: an empty id is refused");
+    ok(patients("{\"iss\":\"i\",\"patients\":[\"p\\u00e9\"]}")
+       == WELBY_REASON_TOKEN_CLAIMS, "patients: a non-ASCII id is refused");
+
+    memset(id65, 'a', 65);
+    id65[65] = '\0';
+    snprintf(payload, sizeof(payload),
+             "{\"iss\":\"i\",\"patients\":[\"%.64s\"]}", id65);
+    ok(patients(payload) == WELBY_REASON_NONE
+       && t.claims.patients.len == 64, "patients: a 64-byte id is accepted");
+    snprintf(payload, sizeof(payload),
+             "{\"iss\":\"i\",\"patients\":[\"%s\"]}", id65);
+    ok(patients(payload) == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: a 65-byte id is refused");
+
+    n = snprintf(payload, sizeof(payload), "{\"iss\":\"i\",\"patients\":[");
+    for (i = 0; i < WELBY_PATIENTS_MAX; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(patients(payload) == WELBY_REASON_NONE
+       && t.claims.patients.len > 0,
+       "patients: %d ids are accepted", WELBY_PATIENTS_MAX);
+
+    n = snprintf(payload, sizeof(payload), "{\"iss\":\"i\",\"patients\":[");
+    for (i = 0; i < WELBY_PATIENTS_MAX + 1; i++) {
+        n += snprintf(payload + n, sizeof(payload) - n, "%s\"p%zu\"",
+                      i ? "," : "", i);
+    }
+    snprintf(payload + n, sizeof(payload) - n, "]}");
+    ok(patients(payload) == WELBY_REASON_TOKEN_CLAIMS,
+       "patients: %d ids are refused", WELBY_PATIENTS_MAX + 1);
+}
+
+
 static void
 test_check(void)
 {
@@ -705,6 +900,7 @@ main(void)
     test_json();
     test_header();
     test_claims();
+    test_scp_patients();
     test_check();
 
     free(scratch);
