@@ -509,6 +509,7 @@ welby_fhir_classify(const welby_fhir_input_t *in, welby_fhir_request_t *out,
 
     memset(out, 0, sizeof(welby_fhir_request_t));
     out->type = WELBY_FHIR_TYPE_NONE;
+    out->method = in->method;
 
     memset(&ctx, 0, sizeof(welby_fhir_ctx_t));
     ctx.in = in;
