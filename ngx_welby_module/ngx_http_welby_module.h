@@ -184,7 +184,9 @@ typedef struct {
 
     ngx_str_t                   fhir_base;      /* empty: no FHIR here */
     ngx_array_t                *fhir_system_clients;    /* ngx_str_t */
-    ngx_array_t                *fhir_operations;        /* welby_str_t */
+    ngx_array_t                *fhir_operations;        /* ngx_str_t */
+    welby_str_t                *fhir_ops;               /* without '$' */
+    size_t                      fhir_nops;
     ngx_flag_t                  fhir_search_check;
     size_t                      fhir_response_max;
     ngx_uint_t                  fhir_response_status;   /* 403 or 404 */

@@ -6,6 +6,14 @@
 #include "ngx_http_welby_module.h"
 
 
+static welby_reason_e ngx_http_welby_policy_subject(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+static welby_reason_e ngx_http_welby_policy_body(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+static char *ngx_http_welby_policy_operations(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *conf);
+
+
 static ngx_conf_enum_t  ngx_http_welby_response_statuses[] = {
     { ngx_string("403"), NGX_HTTP_FORBIDDEN },
     { ngx_string("404"), NGX_HTTP_NOT_FOUND },
@@ -13,11 +21,224 @@ static ngx_conf_enum_t  ngx_http_welby_response_statuses[] = {
 };
 
 
+/*
+ * Deny by default: under a FHIR base, with a token required, a request
+ * passes only when one scope context of its token grants every letter it
+ * needs on every type it reads or writes, and reaches every patient it
+ * names; a write's body, and a Bundle's every entry, are held to the
+ * same.  Whatever only the answer can prove is left to the response
+ * check, which this step arms.
+ */
 welby_reason_e
 ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    u_char                *scratch;
+    size_t                 len;
+    welby_reason_e         rc;
+    welby_fhir_input_t     in;
+    welby_fhir_request_t  *req;
+
+    if (ctx->fhir == NULL || wlcf->token == NGX_HTTP_WELBY_TOKEN_OFF) {
+        return WELBY_REASON_NONE;
+    }
+
+    if (!ctx->token_valid) {
+        /* detect mode let an unverified token through: it grants nothing */
+        return WELBY_REASON_SCOPE_INSUFFICIENT;
+    }
+
+    req = ctx->fhir;
+
+    if (ngx_http_welby_fhir_input(r, ctx, wlcf, &in) != NGX_OK) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    if (req->form_pending) {
+
+        /* POST _search: its parameters are in the form body, read now */
+
+        in.form.data = ctx->body;
+        in.form.len = ctx->body_len;
+
+        len = in.path.len + in.query.len + in.form.len + 1;
+
+        scratch = ngx_pnalloc(r->pool, len);
+        if (scratch == NULL) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        rc = welby_fhir_classify(&in, req, scratch, len);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+    }
+
+    rc = ngx_http_welby_policy_subject(r, ctx, wlcf);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    rc = welby_policy_decide(req, &ctx->subject, &ctx->policy);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    if (req->needs_body) {
+        rc = ngx_http_welby_policy_body(r, ctx);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+
+        rc = welby_compartment_check_write(req, ctx->body_json,
+                                           &ctx->subject,
+                                           ctx->policy.context,
+                                           in.bases, in.nbases);
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+    }
+
+    if (ctx->policy.check_response
+        || (wlcf->fhir_search_check
+            && ctx->policy.context != WELBY_SCOPE_SYSTEM
+            && (req->interaction == WELBY_FHIR_SEARCH_TYPE
+                || req->interaction == WELBY_FHIR_SEARCH_SYSTEM
+                || req->interaction == WELBY_FHIR_HISTORY_TYPE
+                || req->interaction == WELBY_FHIR_HISTORY_SYSTEM
+                || req->interaction == WELBY_FHIR_HISTORY_INSTANCE)))
+    {
+        ctx->check_response = 1;
+
+        if (ngx_http_welby_response_prepare(r, ctx) != NGX_OK) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+    }
+
     return WELBY_REASON_NONE;
+}
+
+
+/*
+ * The token's grants, once per request: the scopes, the "patient" claim,
+ * the user's patients, and whether its client may use system scopes.
+ */
+static welby_reason_e
+ngx_http_welby_policy_subject(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+{
+    u_char                  *p, *end, *start, *scratch;
+    ngx_str_t               *client;
+    ngx_uint_t               i, n;
+    welby_str_t             *ids;
+    welby_claims_t          *c;
+    welby_policy_subject_t  *subj;
+
+    c = &ctx->claims;
+    subj = &ctx->subject;
+
+    ctx->scopes = ngx_palloc(r->pool, sizeof(welby_scopes_t));
+    if (ctx->scopes == NULL) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    ctx->scopes->n = 0;
+    ctx->scopes->ignored = 0;
+
+    if (c->scope.len) {
+        scratch = ngx_pnalloc(r->pool, c->scope.len);
+        if (scratch == NULL) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        welby_scopes_parse(ctx->scopes, c->scope.data, c->scope.len,
+                           scratch);
+    }
+
+    ngx_memzero(subj, sizeof(welby_policy_subject_t));
+
+    subj->scopes = ctx->scopes;
+    subj->patient = c->patient;
+
+    /* the patients claim, joined by spaces by the token step */
+
+    if (c->patients.len) {
+        p = (u_char *) c->patients.data;
+        end = p + c->patients.len;
+
+        for (n = 1; p < end; p++) {
+            n += (*p == ' ');
+        }
+
+        ids = ngx_palloc(r->pool, n * sizeof(welby_str_t));
+        if (ids == NULL) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        n = 0;
+        p = (u_char *) c->patients.data;
+
+        while (p < end) {
+            start = p;
+
+            while (p < end && *p != ' ') {
+                p++;
+            }
+
+            if (p > start) {
+                ids[n].data = start;
+                ids[n].len = p - start;
+                n++;
+            }
+
+            p++;
+        }
+
+        subj->patients = ids;
+        subj->npatients = n;
+    }
+
+    if (wlcf->fhir_system_clients && c->client_id.len) {
+        client = wlcf->fhir_system_clients->elts;
+
+        for (i = 0; i < wlcf->fhir_system_clients->nelts; i++) {
+            if (client[i].len == c->client_id.len
+                && ngx_memcmp(client[i].data, c->client_id.data,
+                              client[i].len)
+                   == 0)
+            {
+                subj->system_ok = 1;
+                break;
+            }
+        }
+    }
+
+    subj->operations = wlcf->fhir_ops;
+    subj->noperations = wlcf->fhir_nops;
+
+    return WELBY_REASON_NONE;
+}
+
+
+/* A write is checked on its body: JSON, read whole, parsed once. */
+static welby_reason_e
+ngx_http_welby_policy_body(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    if (ctx->body_json != NULL) {
+        return WELBY_REASON_NONE;
+    }
+
+    if (ctx->body_json_error) {
+        return WELBY_REASON_FHIR_BODY_INVALID;
+    }
+
+    if (ctx->body_len == 0) {
+        return WELBY_REASON_FHIR_BODY_INVALID;
+    }
+
+    /* a body in another format (XML, FHIRPath Patch as XML) */
+
+    return WELBY_REASON_FHIR_FORMAT_UNSUPPORTED;
 }
 
 
@@ -139,6 +360,14 @@ ngx_http_welby_policy_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
                              prev->fhir_system_clients, NULL);
     ngx_conf_merge_ptr_value(conf->fhir_operations, prev->fhir_operations,
                              NULL);
+
+    if (conf->fhir_operations == prev->fhir_operations) {
+        conf->fhir_ops = prev->fhir_ops;
+        conf->fhir_nops = prev->fhir_nops;
+
+    } else if (ngx_http_welby_policy_operations(cf, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_value(conf->fhir_search_check, prev->fhir_search_check, 0);
     ngx_conf_merge_size_value(conf->fhir_response_max,
                               prev->fhir_response_max, 1024 * 1024);
@@ -146,6 +375,54 @@ ngx_http_welby_policy_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
                               prev->fhir_response_status, NGX_HTTP_FORBIDDEN);
     ngx_conf_merge_size_value(conf->body_max_size, prev->body_max_size,
                               1024 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * welby_fhir_operations name ...: operations beyond the known ones, by
+ * name without "$", decided once here into the form the policy reads.
+ */
+static char *
+ngx_http_welby_policy_operations(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *conf)
+{
+    u_char      *p;
+    ngx_str_t   *name;
+    ngx_uint_t   i;
+
+    if (conf->fhir_operations == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    name = conf->fhir_operations->elts;
+
+    conf->fhir_ops = ngx_palloc(cf->pool, conf->fhir_operations->nelts
+                                          * sizeof(welby_str_t));
+    if (conf->fhir_ops == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < conf->fhir_operations->nelts; i++) {
+        p = name[i].data;
+
+        if (name[i].len > 1 && p[0] == '$') {
+            p++;
+        }
+
+        if (!welby_fhir_id_valid(p, name[i].data + name[i].len - p)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid operation \"%V\" in "
+                               "welby_fhir_operations", &name[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        conf->fhir_ops[i].data = p;
+        conf->fhir_ops[i].len = name[i].data + name[i].len - p;
+    }
+
+    conf->fhir_nops = conf->fhir_operations->nelts;
 
     return NGX_CONF_OK;
 }
