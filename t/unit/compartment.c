@@ -487,6 +487,13 @@ spelling_cases(void)
     is_str(pats("{\"resourceType\":\"Observation\",\"subject\":"
                 "\"Patient/p2\"}", 0), "patient_unverifiable",
            "a subject that is not a Reference");
+    is_str(pats("{\"resourceType\":\"Appointment\",\"participant\":"
+                "[\"Patient/p2\"]}", 0), "patient_unverifiable",
+           "a step of the path that is not an object");
+    is_str(pats("{\"resourceType\":\"Appointment\",\"participant\":"
+                "[{\"actor\":{\"reference\":\"Patient/p2\"}},"
+                "{\"type\":[]}]}", 0), "p2",
+           "a step of the path without the next element");
     is_str(pats("{\"resourceType\":\"Observation\",\"performer\":"
                 "[[{\"reference\":\"Patient/p2\"}]]}", 0),
            "patient_unverifiable", "an array of arrays");
@@ -593,6 +600,9 @@ answer_cases(void)
                   "\"seealso\"}]}", &subj_patient, WELBY_SCOPE_PATIENT),
            "response_patient_mismatch",
            "answer: the own Patient linked to another");
+    is_str(answer("{\"resourceType\":\"Patient\"}", &subj_patient,
+                  WELBY_SCOPE_PATIENT), "response_patient_mismatch",
+           "answer: a Patient without an id");
     is_str(answer("{\"resourceType\":\"Nonsense\"}", &subj_patient,
                   WELBY_SCOPE_PATIENT), "response_unverifiable",
            "answer: an unknown resourceType");
@@ -921,6 +931,21 @@ bundle_cases(void)
                      "\"request\":{\"method\":\"POST\",\"url\":"
                      "\"Patient\"}}"), &subj_patient), "patient_mismatch",
            "bundle: urn:uuid of a Patient it creates");
+    is_str(bundle(TX("{\"resource\":{\"resourceType\":\"Observation\","
+                     "\"subject\":{\"reference\":\"urn:uuid:a\"}},"
+                     "\"request\":{\"method\":\"POST\",\"url\":"
+                     "\"Observation\"}},{\"fullUrl\":\"urn:uuid:a\","
+                     "\"resource\":{\"resourceType\":\"Patient\"},"
+                     "\"request\":{\"method\":\"PUT\",\"url\":"
+                     "\"Patient/p1\"}}"), &subj_patient), "patient_mismatch",
+           "bundle: urn:uuid of a Patient without an id is a new one");
+    is_str(bundle(TX("{\"request\":{\"method\":\"GET\",\"url\":"
+                     "\"Observation/o1\"}}"), &subj_patient),
+           "patient_unverifiable",
+           "bundle: a read whose answer would need a check");
+    is_str(bundle(TX("{\"request\":{\"method\":\"GET\",\"url\":"
+                     "\"Patient/p1\"}}"), &subj_patient), "ok",
+           "bundle: a read of the own Patient");
     is_str(bundle(TX("{\"resource\":{\"resourceType\":\"Patient\",\"id\":"
                      "\"p2\"},\"request\":{\"method\":\"PUT\",\"url\":"
                      "\"Patient/p1\"}}"), &subj_patient), "fhir_id_mismatch",
