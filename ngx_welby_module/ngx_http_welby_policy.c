@@ -54,12 +54,11 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    if (req->form_pending) {
-
-        /* POST _search: its parameters are in the form body, read now */
-
-        in.form.data = ctx->body;
-        in.form.len = ctx->body_len;
+    if (in.form.len
+        && (req->interaction == WELBY_FHIR_SEARCH_TYPE
+            || req->interaction == WELBY_FHIR_SEARCH_SYSTEM))
+    {
+        /* a POST search: its parameters are in the form of the body */
 
         len = in.path.len + in.query.len + in.form.len + 1;
 
@@ -84,7 +83,12 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return rc;
     }
 
-    if (req->needs_body) {
+    if (req->interaction == WELBY_FHIR_CREATE
+        || req->interaction == WELBY_FHIR_UPDATE
+        || req->interaction == WELBY_FHIR_PATCH
+        || req->interaction == WELBY_FHIR_BATCH
+        || req->interaction == WELBY_FHIR_TRANSACTION)
+    {
         rc = ngx_http_welby_policy_body(r, ctx);
         if (rc != WELBY_REASON_NONE) {
             return rc;
