@@ -12,6 +12,7 @@ static welby_reason_e ngx_http_welby_policy_body(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_policy_operations(ngx_conf_t *cf,
     ngx_http_welby_loc_conf_t *conf);
+static ngx_uint_t ngx_http_welby_policy_is(json_t *v, const char *s);
 
 
 static ngx_conf_enum_t  ngx_http_welby_response_statuses[] = {
@@ -92,6 +93,16 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         rc = ngx_http_welby_policy_body(r, ctx);
         if (rc != WELBY_REASON_NONE) {
             return rc;
+        }
+
+        /* a POST to the base is a batch or a transaction by its Bundle */
+
+        if (req->interaction == WELBY_FHIR_BATCH
+            && ngx_http_welby_policy_is(json_object_get(ctx->body_json,
+                                                         "type"),
+                                        "transaction"))
+        {
+            req->interaction = WELBY_FHIR_TRANSACTION;
         }
 
         rc = welby_compartment_check_write(req, ctx->body_json,
@@ -221,6 +232,18 @@ ngx_http_welby_policy_subject(ngx_http_request_t *r,
     subj->noperations = wlcf->fhir_nops;
 
     return WELBY_REASON_NONE;
+}
+
+
+static ngx_uint_t
+ngx_http_welby_policy_is(json_t *v, const char *s)
+{
+    size_t  len;
+
+    len = ngx_strlen(s);
+
+    return json_is_string(v) && json_string_length(v) == len
+           && ngx_memcmp(json_string_value(v), s, len) == 0;
 }
 
 

@@ -1722,9 +1722,14 @@ welby_compartment_entry(json_t *entry, json_t *body,
         goto done;
     }
 
-    /* a search by POST carries its parameters in a resource */
+    /*
+     * A search by POST carries its parameters in a resource; a Bundle in
+     * an entry is another Bundle's entries, which nobody would check.
+     */
 
-    if (ereq.interaction == WELBY_FHIR_BATCH
+    if (welby_json_str_is(json_object_get(json_object_get(entry, "resource"),
+                                          "resourceType"), "Bundle")
+        || ereq.interaction == WELBY_FHIR_BATCH
         || ereq.interaction == WELBY_FHIR_TRANSACTION
         || (m == WELBY_FHIR_M_POST
             && (ereq.interaction == WELBY_FHIR_SEARCH_TYPE
