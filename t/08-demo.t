@@ -508,10 +508,8 @@ my @allowed = (
      qr{ \$F" \S+/fhir/Patient/p3/Observation }, '200'],
 );
 
-# The policy's refusals: printed already, and their comments checked;
-# run through the gateway only once the policy step is in the pipeline:
-# then the loop below runs (@allowed, @after_policy).
-my @after_policy = (
+# The policy's refusals, each as printed
+my @refused = (
     ['p1\'s token reads Patient/p2', qr{ \$T" \S+/fhir/Patient/p2 },
      '403 patient_mismatch'],
     ['a write with a read-only scope',
@@ -528,7 +526,7 @@ my @printed = grep { /^  curl / } split /\n/, $out;
 my $setup = join "\n", grep { /^  [TWOF]=/ } split /\n/, $out;
 my $repo = "$FindBin::Bin/..";
 
-for my $case (@allowed, @after_policy) {
+for my $case (@allowed, @refused) {
     my ($name, $re, $want) = @$case;
     my @lines = grep { /$re/ } @printed;
     my ($said) = @lines == 1
@@ -536,7 +534,7 @@ for my $case (@allowed, @after_policy) {
     is($said // "@lines", $want, "printed: $name, its comment says $want");
 }
 
-for my $case (@allowed) {
+for my $case (@allowed, @refused) {
     my ($name, $re, $want) = @$case;
     my ($line) = grep { /$re/ } @printed;
     $line //= 'false';
