@@ -98,10 +98,14 @@ ngx_http_welby_fhir_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_int_t              rc;
     ngx_uint_t             form;
     welby_reason_e         reason;
-    welby_fhir_input_t     in;
+    welby_fhir_input_t    *in;
     welby_fhir_request_t  *fr;
 
-    rc = ngx_http_welby_fhir_input(r, ctx, wlcf, &in);
+    /* kept in the ctx: the policy and the response check read it too */
+
+    in = &ctx->fhir_in;
+
+    rc = ngx_http_welby_fhir_input(r, ctx, wlcf, in);
 
     if (rc == NGX_DECLINED) {
         /* in the location, outside the base: nothing says what it is */
@@ -141,14 +145,14 @@ ngx_http_welby_fhir_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    len = in.path.len + in.query.len + in.form.len + 1;
+    len = in->path.len + in->query.len + in->form.len + 1;
 
     scratch = ngx_pnalloc(r->pool, len);
     if (scratch == NULL) {
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    reason = welby_fhir_classify(&in, fr, scratch, len);
+    reason = welby_fhir_classify(in, fr, scratch, len);
 
     if (reason != WELBY_REASON_NONE) {
         return reason;

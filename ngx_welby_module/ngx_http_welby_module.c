@@ -743,7 +743,6 @@ ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx)
     ctx->token_cached = 0;
 
     ctx->fhir = NULL;
-    ctx->scopes = NULL;
     ngx_memzero(&ctx->subject, sizeof(welby_policy_subject_t));
     ngx_memzero(&ctx->policy, sizeof(welby_policy_result_t));
     ctx->check_response = 0;

@@ -250,9 +250,10 @@ typedef struct {
 
     /* the classify step's answer under a FHIR base, or NULL */
     welby_fhir_request_t       *fhir;
+    welby_fhir_input_t          fhir_in;        /* what it classified */
 
-    /* the policy step's subject and decision */
-    welby_scopes_t             *scopes;
+    /* the policy step's subject (its scopes only while the step runs)
+     * and decision */
     welby_policy_subject_t      subject;
     welby_policy_result_t       policy;
 

@@ -7,7 +7,11 @@
 
 
 static welby_reason_e ngx_http_welby_policy_subject(ngx_http_request_t *r,
-    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
+    welby_scopes_t *scopes, u_char *decoded);
+static welby_reason_e ngx_http_welby_policy_decide(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, welby_fhir_request_t *req,
+    welby_fhir_input_t *in);
 static welby_reason_e ngx_http_welby_policy_body(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_policy_operations(ngx_conf_t *cf,
@@ -37,8 +41,10 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     u_char                *scratch;
     size_t                 len;
     welby_reason_e         rc;
-    welby_fhir_input_t     in;
+    welby_scopes_t         scopes;
+    welby_fhir_input_t    *in;
     welby_fhir_request_t  *req;
+    u_char                 decoded[WELBY_CLAIM_STR_MAX];
 
     if (ctx->fhir == NULL || wlcf->token == NGX_HTTP_WELBY_TOKEN_OFF) {
         return WELBY_REASON_NONE;
@@ -50,68 +56,50 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     req = ctx->fhir;
+    in = &ctx->fhir_in;
 
-    if (ngx_http_welby_fhir_input(r, ctx, wlcf, &in) != NGX_OK) {
-        return WELBY_REASON_INTERNAL_ERROR;
-    }
-
-    if (in.form.len
+    if (r->method == NGX_HTTP_POST && ctx->body_read
         && (req->interaction == WELBY_FHIR_SEARCH_TYPE
             || req->interaction == WELBY_FHIR_SEARCH_SYSTEM))
     {
-        /* a POST search: its parameters are in the form of the body */
+        /* a POST search: its parameters are in the form the body holds */
 
-        len = in.path.len + in.query.len + in.form.len + 1;
+        if (ngx_http_welby_fhir_input(r, ctx, wlcf, in) != NGX_OK) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        len = in->path.len + in->query.len + in->form.len + 1;
 
         scratch = ngx_pnalloc(r->pool, len);
         if (scratch == NULL) {
             return WELBY_REASON_INTERNAL_ERROR;
         }
 
-        rc = welby_fhir_classify(&in, req, scratch, len);
+        rc = welby_fhir_classify(in, req, scratch, len);
         if (rc != WELBY_REASON_NONE) {
             return rc;
         }
     }
 
-    rc = ngx_http_welby_policy_subject(r, ctx, wlcf);
+    /*
+     * The scopes live on the stack: they are decided over here, Bundle
+     * entries included, and nothing after this step reads them.
+     */
+
+    scopes.n = 0;
+    scopes.ignored = 0;
+    scopes.nparams = 0;
+
+    rc = ngx_http_welby_policy_subject(r, ctx, wlcf, &scopes, decoded);
+
+    if (rc == WELBY_REASON_NONE) {
+        rc = ngx_http_welby_policy_decide(r, ctx, req, in);
+    }
+
+    ctx->subject.scopes = NULL;
+
     if (rc != WELBY_REASON_NONE) {
         return rc;
-    }
-
-    rc = welby_policy_decide(req, &ctx->subject, &ctx->policy);
-    if (rc != WELBY_REASON_NONE) {
-        return rc;
-    }
-
-    if (req->interaction == WELBY_FHIR_CREATE
-        || req->interaction == WELBY_FHIR_UPDATE
-        || req->interaction == WELBY_FHIR_PATCH
-        || req->interaction == WELBY_FHIR_BATCH
-        || req->interaction == WELBY_FHIR_TRANSACTION)
-    {
-        rc = ngx_http_welby_policy_body(r, ctx);
-        if (rc != WELBY_REASON_NONE) {
-            return rc;
-        }
-
-        /* a POST to the base is a batch or a transaction by its Bundle */
-
-        if (req->interaction == WELBY_FHIR_BATCH
-            && ngx_http_welby_policy_is(json_object_get(ctx->body_json,
-                                                         "type"),
-                                        "transaction"))
-        {
-            req->interaction = WELBY_FHIR_TRANSACTION;
-        }
-
-        rc = welby_compartment_check_write(req, ctx->body_json,
-                                           &ctx->subject,
-                                           ctx->policy.context,
-                                           in.bases, in.nbases);
-        if (rc != WELBY_REASON_NONE) {
-            return rc;
-        }
     }
 
     if (ctx->policy.check_response
@@ -134,15 +122,58 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 }
 
 
+/* The request, and a write's body (a Bundle's every entry), decided. */
+static welby_reason_e
+ngx_http_welby_policy_decide(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    welby_fhir_request_t *req, welby_fhir_input_t *in)
+{
+    welby_reason_e  rc;
+
+    rc = welby_policy_decide(req, &ctx->subject, &ctx->policy);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    if (req->interaction != WELBY_FHIR_CREATE
+        && req->interaction != WELBY_FHIR_UPDATE
+        && req->interaction != WELBY_FHIR_PATCH
+        && req->interaction != WELBY_FHIR_BATCH
+        && req->interaction != WELBY_FHIR_TRANSACTION)
+    {
+        return WELBY_REASON_NONE;
+    }
+
+    rc = ngx_http_welby_policy_body(r, ctx);
+    if (rc != WELBY_REASON_NONE) {
+        return rc;
+    }
+
+    /* a POST to the base is a batch or a transaction by its Bundle */
+
+    if (req->interaction == WELBY_FHIR_BATCH
+        && ngx_http_welby_policy_is(json_object_get(ctx->body_json, "type"),
+                                    "transaction"))
+    {
+        req->interaction = WELBY_FHIR_TRANSACTION;
+    }
+
+    return welby_compartment_check_write(req, ctx->body_json, &ctx->subject,
+                                         ctx->policy.context, in->bases,
+                                         in->nbases);
+}
+
+
 /*
- * The token's grants, once per request: the scopes, the "patient" claim,
+ * The token's grants, once per request: the scopes (into the caller's
+ * scopes, granular values decoded into decoded), the "patient" claim,
  * the user's patients, and whether its client may use system scopes.
  */
 static welby_reason_e
 ngx_http_welby_policy_subject(ngx_http_request_t *r,
-    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
+    welby_scopes_t *scopes, u_char *decoded)
 {
-    u_char                  *p, *end, *start, *scratch;
+    u_char                  *p, *end, *start;
     ngx_str_t               *client;
     ngx_uint_t               i, n;
     welby_str_t             *ids;
@@ -152,30 +183,18 @@ ngx_http_welby_policy_subject(ngx_http_request_t *r,
     c = &ctx->claims;
     subj = &ctx->subject;
 
-    ctx->scopes = ngx_palloc(r->pool, sizeof(welby_scopes_t));
-    if (ctx->scopes == NULL) {
-        return WELBY_REASON_INTERNAL_ERROR;
-    }
+    /* the token step holds claims to WELBY_CLAIM_STR_MAX bytes */
 
-    ctx->scopes->n = 0;
-    ctx->scopes->ignored = 0;
-
-    if (c->scope.len) {
-        scratch = ngx_pnalloc(r->pool, c->scope.len);
-        if (scratch == NULL) {
-            return WELBY_REASON_INTERNAL_ERROR;
-        }
-
-        welby_scopes_parse(ctx->scopes, c->scope.data, c->scope.len,
-                           scratch);
+    if (c->scope.len && c->scope.len <= WELBY_CLAIM_STR_MAX) {
+        welby_scopes_parse(scopes, c->scope.data, c->scope.len, decoded);
     }
 
     ngx_memzero(subj, sizeof(welby_policy_subject_t));
 
-    subj->scopes = ctx->scopes;
+    subj->scopes = scopes;
     subj->patient = c->patient;
 
-    /* the patients claim, joined by spaces by the token step */
+/* the patients claim, joined by spaces by the token step */
 
     if (c->patients.len) {
         p = (u_char *) c->patients.data;

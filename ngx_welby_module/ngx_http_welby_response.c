@@ -35,8 +35,6 @@ static ngx_int_t ngx_http_welby_response_add(ngx_http_request_t *r,
     ngx_http_welby_response_t *resp, ngx_buf_t *b, size_t max);
 static welby_reason_e ngx_http_welby_response_check(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
-static ngx_int_t ngx_http_welby_response_bases(ngx_http_request_t *r,
-    ngx_http_welby_loc_conf_t *wlcf, welby_str_t *bases, size_t *nbases);
 static ngx_int_t ngx_http_welby_response_send(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_chain_t *rest);
 static ngx_uint_t ngx_http_welby_response_record(ngx_http_request_t *r,
@@ -437,18 +435,12 @@ static welby_reason_e
 ngx_http_welby_response_check(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
 {
-    size_t           nbases;
     json_t          *json;
-    welby_str_t      bases[WELBY_FHIR_BASES_MAX];
     json_error_t     err;
     welby_reason_e   reason;
 
     if (ctx->response->len == 0) {
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
-    }
-
-    if (ngx_http_welby_response_bases(r, wlcf, bases, &nbases) != NGX_OK) {
-        return WELBY_REASON_INTERNAL_ERROR;
     }
 
     json = json_loadb((const char *) ctx->response->data, ctx->response->len,
@@ -459,9 +451,12 @@ ngx_http_welby_response_check(ngx_http_request_t *r,
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
     }
 
+    /* the bases the request was classified with */
+
     reason = welby_compartment_check_answer(json, &ctx->subject,
-                                            ctx->policy.context, bases,
-                                            nbases);
+                                            ctx->policy.context,
+                                            ctx->fhir_in.bases,
+                                            ctx->fhir_in.nbases);
     json_decref(json);
 
     /* the request's reasons, said of the answer */
@@ -478,60 +473,6 @@ ngx_http_welby_response_check(ngx_http_request_t *r,
     default:
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
     }
-}
-
-
-/*
- * The absolute bases references to this server are written with:
- * $scheme://$host followed by the location's welby_fhir_base.  A stand-in
- * until the classify step's glue exports its own.
- */
-static ngx_int_t
-ngx_http_welby_response_bases(ngx_http_request_t *r,
-    ngx_http_welby_loc_conf_t *wlcf, welby_str_t *bases, size_t *nbases)
-{
-    u_char                    *p;
-    size_t                     len;
-    ngx_str_t                  scheme, host;
-    ngx_http_core_srv_conf_t  *cscf;
-
-    *nbases = 0;
-
-#if (NGX_HTTP_SSL)
-    if (r->connection->ssl) {
-        ngx_str_set(&scheme, "https");
-    } else
-#endif
-    {
-        ngx_str_set(&scheme, "http");
-    }
-
-    if (r->headers_in.server.len) {
-        host = r->headers_in.server;
-
-    } else {
-        cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
-        host = cscf->server_name;
-    }
-
-    len = scheme.len + sizeof("://") - 1 + host.len + wlcf->fhir_base.len;
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    bases[0].data = p;
-    bases[0].len = len;
-
-    p = ngx_cpymem(p, scheme.data, scheme.len);
-    p = ngx_cpymem(p, "://", sizeof("://") - 1);
-    p = ngx_cpymem(p, host.data, host.len);
-    ngx_memcpy(p, wlcf->fhir_base.data, wlcf->fhir_base.len);
-
-    *nbases = 1;
-
-    return NGX_OK;
 }
 
 

@@ -96,8 +96,8 @@ static int welby_scope_word(const unsigned char *p, size_t n,
     const char *word);
 static int welby_scope_letters(const unsigned char *p, size_t n,
     unsigned *letters);
-static int welby_scope_params(welby_scope_t *sc, const unsigned char *p,
-    size_t n, unsigned char *out);
+static int welby_scope_params(welby_scope_t *sc, size_t room,
+    const unsigned char *p, size_t n, unsigned char *out);
 static int welby_scope_decode(welby_str_t *dst, const unsigned char *p,
     size_t n, unsigned char *out);
 static int welby_hex(unsigned char c);
@@ -246,6 +246,7 @@ welby_scope_one(welby_scopes_t *s, const unsigned char *p, size_t n,
     sc->context = context;
     sc->type = type;
     sc->letters = letters;
+    sc->params = &s->params[s->nparams];
     sc->nparams = 0;
 
     if (q < n) {
@@ -261,9 +262,13 @@ welby_scope_one(welby_scopes_t *s, const unsigned char *p, size_t n,
             goto ignored;
         }
 
-        if (!welby_scope_params(sc, p + q + 1, n - q - 1, out + q + 1)) {
+        if (!welby_scope_params(sc, WELBY_SCOPES_PARAMS_MAX - s->nparams,
+                                p + q + 1, n - q - 1, out + q + 1))
+        {
             goto ignored;
         }
+
+        s->nparams += sc->nparams;
 
         sc->letters = WELBY_SCOPE_S;
     }
@@ -315,10 +320,13 @@ welby_scope_letters(const unsigned char *p, size_t n, unsigned *letters)
 }
 
 
-/* "name=value(&name=value)*", each part percent-decoded into out */
+/*
+ * "name=value(&name=value)*", each part percent-decoded into out; room:
+ * how many the shared array still holds.
+ */
 static int
-welby_scope_params(welby_scope_t *sc, const unsigned char *p, size_t n,
-    unsigned char *out)
+welby_scope_params(welby_scope_t *sc, size_t room, const unsigned char *p,
+    size_t n, unsigned char *out)
 {
     size_t               i, start, eq, colon;
     welby_str_t          name;
@@ -336,7 +344,7 @@ welby_scope_params(welby_scope_t *sc, const unsigned char *p, size_t n,
         }
 
         if (eq == start || eq >= i - 1
-            || sc->nparams == WELBY_SCOPE_PARAMS_MAX)
+            || sc->nparams == WELBY_SCOPE_PARAMS_MAX || sc->nparams == room)
         {
             return 0;
         }

@@ -12,7 +12,8 @@
 
 
 #define WELBY_SCOPES_MAX        64
-#define WELBY_SCOPE_PARAMS_MAX  4
+#define WELBY_SCOPE_PARAMS_MAX  4       /* of one granular scope */
+#define WELBY_SCOPES_PARAMS_MAX 16      /* of all scopes of a token */
 
 /* SMART v2 letters, in their required order c r u d s */
 #define WELBY_SCOPE_C    0x01
@@ -38,15 +39,23 @@ typedef struct {
      * searches that carry each of these parameters with exactly this
      * value, and nothing but 's'.
      */
-    welby_fhir_param_t       params[WELBY_SCOPE_PARAMS_MAX];
+    welby_fhir_param_t      *params;    /* in welby_scopes_t's params */
     size_t                   nparams;
 } welby_scope_t;
 
 
+/*
+ * The granular parameters of all scopes share one array: few tokens
+ * carry any, and the whole set stays small enough for a request pool's
+ * block (no allocation of its own per request).
+ */
 typedef struct {
     welby_scope_t            scopes[WELBY_SCOPES_MAX];
     size_t                   n;
     size_t                   ignored;   /* malformed: never widen */
+
+    welby_fhir_param_t       params[WELBY_SCOPES_PARAMS_MAX];
+    size_t                   nparams;
 } welby_scopes_t;
 
 
