@@ -416,7 +416,13 @@ welby_fhir_type_find(const unsigned char *name, size_t len)
         mid = lo + (hi - lo) / 2;
         t = welby_fhir_types[mid].name;
 
-        cmp = strncmp((const char *) name, t, len);
+        /* most steps are decided by the first letter: no call for them */
+
+        cmp = (int) name[0] - (int) (unsigned char) t[0];
+
+        if (cmp == 0) {
+            cmp = strncmp((const char *) name, t, len);
+        }
 
         if (cmp == 0 && t[len] != '\0') {
             cmp = -1;       /* name is a prefix of t: it sorts first */
