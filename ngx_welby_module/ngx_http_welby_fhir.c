@@ -64,6 +64,17 @@ ngx_http_welby_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     raw = r->unparsed_uri.data;
     raw_len = r->unparsed_uri.len;
 
+    /*
+     * nginx ends r->uri and r->args at a '#' that it finds while it
+     * decodes them, but "proxy_pass" sends the raw URI on, and a backend
+     * may read "?patient=p1#&patient=p2" to its end: no request target
+     * has a fragment (RFC 9112, 3.2).
+     */
+
+    if (ngx_strlchr(raw, raw + raw_len, '#') != NULL) {
+        return WELBY_REASON_REQUEST_MALFORMED;
+    }
+
     q = ngx_strlchr(raw, raw + raw_len, '?');
     if (q) {
         raw_len = q - raw;

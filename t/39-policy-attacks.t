@@ -413,6 +413,7 @@ my @CASES = (
     [p1_rs => GET => '/fhir/Observation?patient=%C0%B0', undef, '400 request_malformed ?'],
     [p1_rs => GET => '/fhir/Observation?patient=p1&&patient=p2', undef, '403 patient_mismatch search-type'],
     [p1_rs => GET => '/fhir/Observation?=p2&patient=p1', undef, '400 request_malformed ?'],
+    [p1_rs => GET => '/fhir/Observation?patient=p1#&patient=p2', undef, '400 request_malformed ?'],
     [p1_rs => GET => '/fhir/Observation?patient=p1;patient=p2', undef, '403 fhir_unclassifiable ?'],
     [p1_rs => GET => '/fhir/Observation?patient', undef, '403 fhir_unclassifiable ?'],
     [p1_rs => GET => '/fhir/Observation?patient=', undef, '403 fhir_unclassifiable ?'],
