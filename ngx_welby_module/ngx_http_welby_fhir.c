@@ -361,9 +361,14 @@ ngx_http_welby_fhir_header(ngx_http_request_t *r, ngx_str_t *names)
             i = 0;
         }
 
+        /*
+         * "X_HTTP_Method_Override" too, with underscores_in_headers on:
+         * FastCGI, uwsgi and SCGI backends read both as one name.
+         */
+
         for (n = names; n->len; n++) {
-            if (h[i].key.len == n->len
-                && ngx_strncasecmp(h[i].key.data, n->data, n->len) == 0)
+            if (welby_header_name_eq(h[i].key.data, h[i].key.len,
+                                     n->data, n->len))
             {
                 return 1;
             }

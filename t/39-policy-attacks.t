@@ -488,6 +488,10 @@ my @CASES = (
     [p1_rs => GET => '/fhir/Patient/P1', undef, '403 patient_mismatch read'],
 
     # method overrides in other spellings
+    [p1_rs => GET => '/u/fhir/Patient/p1', { 'X_HTTP_Method_Override' => 'DELETE' }, '403 fhir_unclassifiable ?'],
+    [p1_rs => GET => '/u/fhir/Patient/p1', { 'X_HTTP_METHOD' => 'DELETE' }, '403 fhir_unclassifiable ?'],
+    [p1_rs => GET => '/u/fhir/Patient/p1', { 'X_Method_Override' => 'DELETE' }, '403 fhir_unclassifiable ?'],
+    [p1_all => POST => '/u/fhir/Observation', { 'If_None_Exist' => 'patient=p2' }, '403 fhir_unclassifiable ?'],
 
     # writes
     [p1_all => POST => '/fhir/Observation', obs('Patient?_id=p2'), '403 patient_unverifiable create'],
