@@ -543,6 +543,7 @@ my @CASES = (
     [p1_all => POST => '/fhir', bundle('batch', entry(GET => 'metadata')), '200 - batch'],
     [p1_all => POST => '/fhir', bundle('batch', { request => { method => 'GET', url => 'Patient/p1' }, request2 => { method => 'GET', url => 'Patient/p2' } }), '200 - batch'],
     [p1_all => POST => '/fhir', bundle('batch', { request => { method => 'GET', url => 'Patient/p2', ifNoneMatch => 'x' } }), '403 patient_mismatch batch'],
+    [p1_all => POST => '/fhir', bundle('transaction', { request => { method => 'POST', url => 'Observation', ifNoneExist => 'patient=p2' }, resource => JSON::XS->new->decode(obs('Patient/p1')) }), '403 fhir_unclassifiable transaction'],
     [p1_all => POST => '/fhir', bundle('transaction', { request => { method => 'PUT', url => 'Observation?patient=p2' }, resource => JSON::XS->new->decode(obs('Patient/p1')) }), '403 fhir_unclassifiable transaction'],
     [p1_all => POST => '/fhir', bundle('transaction', { request => { method => 'DELETE', url => 'Observation?patient=p2' } }), '403 fhir_unclassifiable transaction'],
     [p1_all => POST => '/fhir', bundle('transaction', { request => { method => 'POST', url => 'Observation' } }), '400 fhir_body_invalid transaction'],
