@@ -1068,6 +1068,28 @@ welby_fhir_operation(welby_fhir_ctx_t *ctx, welby_str_t *name,
         }
     }
 
+    /*
+     * $everything reads a patient's compartment, and servers take more
+     * inputs than R4 names for it ("_id" and others at type level): any
+     * of them could name other patients than the path's.
+     */
+
+    if (welby_fhir_eq(name, "everything")) {
+        for (i = 0; i < out->nparams; i++) {
+            if ((!welby_fhir_eq(&out->params[i].name, "start")
+                 && !welby_fhir_eq(&out->params[i].name, "end")
+                 && !welby_fhir_eq(&out->params[i].name, "_since")
+                 && !welby_fhir_eq(&out->params[i].name, "_type")
+                 && !welby_fhir_eq(&out->params[i].name, "_count")
+                 && !welby_fhir_eq(&out->params[i].name, "_format")
+                 && !welby_fhir_eq(&out->params[i].name, "_pretty"))
+                || out->params[i].modifier.data != NULL)
+            {
+                return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+            }
+        }
+    }
+
     return WELBY_REASON_NONE;
 }
 
