@@ -1048,6 +1048,20 @@ welby_fhir_operation(welby_fhir_ctx_t *ctx, welby_str_t *name,
     if (m == WELBY_FHIR_M_POST) {
         out->needs_body = 1;
 
+        /*
+         * Servers read a POSTed operation's inputs from its Parameters
+         * body ("patient" of $lastn, "_id" of $everything), which the
+         * gateway does not classify as a search: these two read patient
+         * data and are idempotent, so GET carries their inputs.
+         */
+
+        if (ctx->in->form.data == NULL
+            && (welby_fhir_eq(name, "lastn")
+                || welby_fhir_eq(name, "everything")))
+        {
+            return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+        }
+
     } else if (!(m & (WELBY_FHIR_M_GET|WELBY_FHIR_M_HEAD))) {
         return WELBY_REASON_FHIR_UNCLASSIFIABLE;
     }

@@ -404,6 +404,8 @@ my @CASES = (
     [p1_all => POST => '/fhir/Observation', obs('Patient/p1', note => [{ text => ('{' x 10) }], x => [ ([[[[[[[[[[1]]]]]]]]]]) x 10 ]), '200 - create'],
 
     # operations by POST: the inputs in a Parameters body
+    [p1_rs => POST => '/fhir/Observation/$lastn?patient=p1', $J->encode({ resourceType => 'Parameters', parameter => [{ name => 'patient', valueString => 'Patient/p2' }] }), '403 fhir_unclassifiable ?'],
+    [p1_rs => POST => '/fhir/Patient/p1/$everything', $J->encode({ resourceType => 'Parameters', parameter => [{ name => '_id', valueString => 'p2' }] }), '403 fhir_unclassifiable ?'],
     [p1_rs => POST => '/fhir/Patient/p1/$meta', $J->encode({ resourceType => 'Parameters' }), '200 - operation'],
 
     # query encodings

@@ -545,9 +545,11 @@ static const cls_case_t  cls_cases[] = {
     { G, "/Patient/p1/$everything", "", NULL,
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
       " bound" },
-    { P, "/Patient/p1/$everything", "", NULL,
+    { P, "/Patient/p1/$everything", "", NULL, "fhir_unclassifiable" },
+    { P, "/Patient/p1/$everything", "", "",
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
       " bound body" },
+    { P, "/Observation/$lastn", "patient=p1", NULL, "fhir_unclassifiable" },
     { G, "/Patient/p1/$everything", "_since=2020&_type=Observation"
       "&_count=10", NULL,
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
