@@ -137,8 +137,14 @@ ngx_http_welby_fhir_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     form = 0;
 
-    if (r->method == NGX_HTTP_POST && ngx_http_welby_fhir_has_body(r)) {
+    if (ngx_http_welby_fhir_has_body(r)) {
         form = ngx_http_welby_fhir_media_type(r, &ngx_http_welby_fhir_form);
+
+        /* Jetty reads a PUT's form too, frameworks any method's */
+
+        if (form && r->method != NGX_HTTP_POST) {
+            return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+        }
 
         if (ngx_http_welby_fhir_media_type(r,
                                            &ngx_http_welby_fhir_multipart))
