@@ -64,6 +64,17 @@ ngx_http_welby_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     raw = r->unparsed_uri.data;
     raw_len = r->unparsed_uri.len;
 
+    /*
+     * nginx ends r->uri and r->args at a '#' that it finds while it
+     * decodes them, but "proxy_pass" sends the raw URI on, and a backend
+     * may read "?patient=p1#&patient=p2" to its end: no request target
+     * has a fragment (RFC 9112, 3.2).
+     */
+
+    if (ngx_strlchr(raw, raw + raw_len, '#') != NULL) {
+        return WELBY_REASON_REQUEST_MALFORMED;
+    }
+
     q = ngx_strlchr(raw, raw + raw_len, '?');
     if (q) {
         raw_len = q - raw;
@@ -130,8 +141,14 @@ ngx_http_welby_fhir_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     form = 0;
 
-    if (r->method == NGX_HTTP_POST && ngx_http_welby_fhir_has_body(r)) {
+    if (ngx_http_welby_fhir_has_body(r)) {
         form = ngx_http_welby_fhir_media_type(r, &ngx_http_welby_fhir_form);
+
+        /* Jetty reads a PUT's form too, frameworks any method's */
+
+        if (form && r->method != NGX_HTTP_POST) {
+            return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+        }
 
         if (ngx_http_welby_fhir_media_type(r,
                                            &ngx_http_welby_fhir_multipart))
@@ -354,9 +371,14 @@ ngx_http_welby_fhir_header(ngx_http_request_t *r, ngx_str_t *names)
             i = 0;
         }
 
+        /*
+         * "X_HTTP_Method_Override" too, with underscores_in_headers on:
+         * FastCGI, uwsgi and SCGI backends read both as one name.
+         */
+
         for (n = names; n->len; n++) {
-            if (h[i].key.len == n->len
-                && ngx_strncasecmp(h[i].key.data, n->data, n->len) == 0)
+            if (welby_header_name_eq(h[i].key.data, h[i].key.len,
+                                     n->data, n->len))
             {
                 return 1;
             }

@@ -435,7 +435,8 @@ static welby_reason_e
 ngx_http_welby_response_check(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
 {
-    json_t          *json;
+    json_t          *json, *rt;
+    const char      *name;
     json_error_t     err;
     welby_reason_e   reason;
 
@@ -448,6 +449,40 @@ ngx_http_welby_response_check(ngx_http_request_t *r,
 
     if (json == NULL) {
         /* err.text may quote the body: never logged */
+        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+    }
+
+    /*
+     * A read is answered with the resource it names, a history with a
+     * Bundle: a Parameters, a List or an OperationOutcome in their place
+     * would carry other resources that no compartment element names.
+     */
+
+    name = NULL;
+
+    if (ctx->fhir != NULL) {
+        switch (ctx->fhir->interaction) {
+
+        case WELBY_FHIR_READ:
+        case WELBY_FHIR_VREAD:
+            name = welby_fhir_type_name(ctx->fhir->type);
+            break;
+
+        case WELBY_FHIR_HISTORY_INSTANCE:
+            name = "Bundle";
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    rt = json_object_get(json, "resourceType");
+
+    if (name != NULL
+        && (!json_is_string(rt) || strcmp(json_string_value(rt), name) != 0))
+    {
+        json_decref(json);
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
     }
 

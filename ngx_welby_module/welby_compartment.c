@@ -1619,6 +1619,16 @@ welby_compartment_entry(json_t *entry, json_t *body,
         return WELBY_REASON_FHIR_BODY_INVALID;
     }
 
+    /*
+     * A conditional create runs the search of its ifNoneExist on the
+     * server and answers with what it found, as the If-None-Exist header
+     * of a request would: a search that nobody classified.
+     */
+
+    if (json_object_get(request, "ifNoneExist") != NULL) {
+        return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+    }
+
     u = (const unsigned char *) json_string_value(url);
     ulen = json_string_length(url);
 

@@ -1067,6 +1067,20 @@ welby_fhir_operation(welby_fhir_ctx_t *ctx, welby_str_t *name,
     if (m == WELBY_FHIR_M_POST) {
         out->needs_body = 1;
 
+        /*
+         * Servers read a POSTed operation's inputs from its Parameters
+         * body ("patient" of $lastn, "_id" of $everything), which the
+         * gateway does not classify as a search: these two read patient
+         * data and are idempotent, so GET carries their inputs.
+         */
+
+        if (ctx->in->form.data == NULL
+            && (welby_fhir_eq(name, "lastn")
+                || welby_fhir_eq(name, "everything")))
+        {
+            return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+        }
+
     } else if (!(m & (WELBY_FHIR_M_GET|WELBY_FHIR_M_HEAD))) {
         return WELBY_REASON_FHIR_UNCLASSIFIABLE;
     }
@@ -1083,6 +1097,28 @@ welby_fhir_operation(welby_fhir_ctx_t *ctx, welby_str_t *name,
             rc = welby_fhir_format(&out->params[i]);
             if (rc != WELBY_REASON_NONE) {
                 return rc;
+            }
+        }
+    }
+
+    /*
+     * $everything reads a patient's compartment, and servers take more
+     * inputs than R4 names for it ("_id" and others at type level): any
+     * of them could name other patients than the path's.
+     */
+
+    if (welby_fhir_eq(name, "everything")) {
+        for (i = 0; i < out->nparams; i++) {
+            if ((!welby_fhir_eq(&out->params[i].name, "start")
+                 && !welby_fhir_eq(&out->params[i].name, "end")
+                 && !welby_fhir_eq(&out->params[i].name, "_since")
+                 && !welby_fhir_eq(&out->params[i].name, "_type")
+                 && !welby_fhir_eq(&out->params[i].name, "_count")
+                 && !welby_fhir_eq(&out->params[i].name, "_format")
+                 && !welby_fhir_eq(&out->params[i].name, "_pretty"))
+                || out->params[i].modifier.data != NULL)
+            {
+                return WELBY_REASON_FHIR_UNCLASSIFIABLE;
             }
         }
     }

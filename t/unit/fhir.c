@@ -545,15 +545,23 @@ static const cls_case_t  cls_cases[] = {
     { G, "/Patient/p1/$everything", "", NULL,
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
       " bound" },
-    { P, "/Patient/p1/$everything", "", NULL,
+    { P, "/Patient/p1/$everything", "", NULL, "fhir_unclassifiable" },
+    { P, "/Patient/p1/$everything", "", "",
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
       " bound body" },
+    { P, "/Observation/$lastn", "patient=p1", NULL, "fhir_unclassifiable" },
     { G, "/Patient/p1/$everything", "_since=2020&_type=Observation"
       "&_count=10", NULL,
       "operation type=Patient id=p1 op=everything/2 pat=p1 types=Patient"
       " bound" },
     { G, "/Patient/$everything", "", NULL,
       "operation type=Patient op=everything/1 types=Patient" },
+    { G, "/Patient/p1/$everything", "_id=p2", NULL, "fhir_unclassifiable" },
+    { G, "/Patient/p1/$everything", "patient=p2", NULL,
+      "fhir_unclassifiable" },
+    { G, "/Patient/p1/$everything", "_type:x=Observation", NULL,
+      "fhir_unclassifiable" },
+    { G, "/Patient/$everything", "_id=p1", NULL, "fhir_unclassifiable" },
     { G, "/$export", "_type=Patient", NULL, "operation op=export/0" },
     { G, "/Patient/$export", "", NULL,
       "operation type=Patient op=export/1 types=Patient" },
