@@ -178,7 +178,7 @@ typedef struct {
     ngx_uint_t                  tls;            /* required (1) or off */
     ngx_uint_t                  tls_min;        /* TLS1_2_VERSION, ... */
     ngx_http_welby_proxy_t     *trusted_proxy;
-    ngx_uint_t                  client_cert;    /* NGX_HTTP_WELBY_CLIENT_CERT_* */
+    ngx_uint_t                  client_cert;    /* ..._CLIENT_CERT_* */
     ngx_array_t                *client_cert_allow;
     ngx_str_t                   hsts;           /* empty: off */
 

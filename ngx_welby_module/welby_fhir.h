@@ -36,7 +36,7 @@ welby_reason_e welby_fhir_check_path(const unsigned char *raw, size_t raw_len,
     const unsigned char *uri, size_t uri_len);
 
 
-#define WELBY_FHIR_PATIENTS_MAX  16     /* distinct patients one request names */
+#define WELBY_FHIR_PATIENTS_MAX  16     /* distinct patients a request names */
 #define WELBY_FHIR_PARAMS_MAX    32     /* search parameters one request has */
 #define WELBY_FHIR_TYPES_MAX     16     /* resource types one request reads */
 #define WELBY_FHIR_BASES_MAX     4      /* absolute base URLs of this server */
