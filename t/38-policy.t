@@ -769,7 +769,12 @@ sub audit_of {
     return @a == 1 ? $a[0] : { count => scalar @a };
 }
 
-plan(tests => 2 * @CASES + 1);
+# the refusals that say the token does not reach what was asked for
+# carry an RFC 6750 challenge with error="insufficient_scope"; others none
+my %INSUFFICIENT = map { $_ => 1 } qw(scope_insufficient system_scope_refused
+    patient_mismatch patient_unbound patient_unverifiable);
+
+plan(tests => 3 * @CASES + 1);
 
 cmp_ok(scalar @CASES, '>=', 250, 'the matrix has at least 250 cases');
 
@@ -801,6 +806,13 @@ for my $c (@CASES) {
     my $want = $status . ' '
         . ($status < 400 || $method eq 'HEAD' ? '-' : $reason);
     is($got, $want, "$name: $want");
+
+    my $challenge = $r && $r->header('WWW-Authenticate') // '';
+    my $want_challenge = $status == 403 && $INSUFFICIENT{$reason}
+        ? 'insufficient_scope' : 'none';
+    is($challenge =~ /^Bearer realm="welby", error="insufficient_scope"/
+        ? 'insufficient_scope' : ($challenge eq '' ? 'none' : $challenge),
+        $want_challenge, "$name: WWW-Authenticate: $want_challenge");
 
     my $a = audit_of($r && $r->header('X-Request-Id')) // {};
     my $rec = join ' ', ($a->{reason} // '-'),
