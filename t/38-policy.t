@@ -774,7 +774,7 @@ sub audit_of {
 my %INSUFFICIENT = map { $_ => 1 } qw(scope_insufficient system_scope_refused
     patient_mismatch patient_unbound patient_unverifiable);
 
-plan(tests => 3 * @CASES + 1);
+plan(tests => 3 * @CASES + 2);
 
 cmp_ok(scalar @CASES, '>=', 250, 'the matrix has at least 250 cases');
 
@@ -820,3 +820,11 @@ for my $c (@CASES) {
     is($rec, "$reason $interaction",
         "$name: the audit record says $reason $interaction");
 }
+
+# detect mode logs what it would have refused, by request id and code
+my $dr = parse_response(http_req(uri => '/detect/fhir/Patient/p2',
+    headers => ["Authorization: Bearer $JWT{p1_rs}"]));
+my $did = $dr && $dr->header('X-Request-Id') // 'none';
+ok(scalar $t->wait_for_log(qr/\[warn\].*\Q welby: detect id:$did\E
+    \Q step:policy reason:patient_mismatch\E/x),
+    'detect: the [warn] line names the step and the reason');
