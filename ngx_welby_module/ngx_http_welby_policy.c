@@ -17,6 +17,7 @@ static welby_reason_e ngx_http_welby_policy_body(ngx_http_request_t *r,
 static char *ngx_http_welby_policy_operations(ngx_conf_t *cf,
     ngx_http_welby_loc_conf_t *conf);
 static ngx_uint_t ngx_http_welby_policy_is(json_t *v, const char *s);
+static ngx_uint_t ngx_http_welby_policy_groups(welby_fhir_request_t *req);
 
 
 static ngx_conf_enum_t  ngx_http_welby_response_statuses[] = {
@@ -103,13 +104,14 @@ ngx_http_welby_policy(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     if (ctx->policy.check_response
-        || (wlcf->fhir_search_check
-            && ctx->policy.context != WELBY_SCOPE_SYSTEM
+        || (ctx->policy.context != WELBY_SCOPE_SYSTEM
             && (req->interaction == WELBY_FHIR_SEARCH_TYPE
                 || req->interaction == WELBY_FHIR_SEARCH_SYSTEM
                 || req->interaction == WELBY_FHIR_HISTORY_TYPE
                 || req->interaction == WELBY_FHIR_HISTORY_SYSTEM
-                || req->interaction == WELBY_FHIR_HISTORY_INSTANCE)))
+                || req->interaction == WELBY_FHIR_HISTORY_INSTANCE)
+            && (wlcf->fhir_search_check
+                || ngx_http_welby_policy_groups(req))))
     {
         ctx->check_response = 1;
 
@@ -251,6 +253,33 @@ ngx_http_welby_policy_subject(ngx_http_request_t *r,
     subj->noperations = wlcf->fhir_nops;
 
     return WELBY_REASON_NONE;
+}
+
+
+/*
+ * Whether the request reads Groups: a Group names all its members, so a
+ * search bound to one of them (Group?member=p1) answers with the others
+ * too.  Its answers are checked whatever welby_fhir_search_check says.
+ */
+static ngx_uint_t
+ngx_http_welby_policy_groups(welby_fhir_request_t *req)
+{
+    int      group;
+    size_t   i;
+
+    group = welby_fhir_type_find((const unsigned char *) "Group", 5);
+
+    if (req->type == group) {
+        return 1;
+    }
+
+    for (i = 0; i < req->ntypes && i < WELBY_FHIR_TYPES_MAX; i++) {
+        if (req->types[i] == group) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -62,6 +62,25 @@ res('Condition/c1', { resourceType => 'Condition', id => 'c1',
 res('Medication/m1', { resourceType => 'Medication', id => 'm1',
     code => { text => 'aspirin' } });
 res('Practitioner/dr1', { resourceType => 'Practitioner', id => 'dr1' });
+# Groups name all their members: a search bound to one answers with all
+res('Group', { resourceType => 'Bundle', type => 'searchset', total => 1,
+    entry => [{ resource => { resourceType => 'Group', id => 'g12',
+        type => 'person', actual => JSON::XS::true,
+        member => [{ entity => ref_to('Patient/p1') },
+                   { entity => ref_to('Patient/p2') }] } }] });
+res('Patient/p1/Group', { resourceType => 'Bundle', type => 'searchset',
+    total => 1, entry => [{ resource => { resourceType => 'Group',
+        id => 'g1', type => 'person', actual => JSON::XS::true,
+        member => [{ entity => ref_to('Patient/p1') }] } }] });
+res('Patient', { resourceType => 'Bundle', type => 'searchset', total => 1,
+    entry => [
+        { resource => { resourceType => 'Patient', id => 'p1' },
+          search => { mode => 'match' } },
+        { resource => { resourceType => 'Group', id => 'g12',
+            type => 'person', actual => JSON::XS::true,
+            member => [{ entity => ref_to('Patient/p1') },
+                       { entity => ref_to('Patient/p2') }] },
+          search => { mode => 'include' } }] });
 res('_empty', { resourceType => 'Bundle', type => 'searchset',
     total => 0 });
 
@@ -475,6 +494,14 @@ push @CASES, (
         undef, '403 scope_insufficient search-type'],
     [p1_lab => GET => '/fhir/Observation?patient=p2&category=laboratory',
         undef, '403 patient_mismatch search-type'],
+
+    # a Group's answer is checked even without welby_fhir_search_check
+    [p1_rs => GET => '/fhir/Group?member=p1', undef,
+        '403 response_patient_mismatch search-type'],
+    [p1_rs => GET => '/fhir/Patient/p1/Group', undef, '200 - search-type'],
+    [user_12rs => GET => '/fhir/Group?member=p1', undef, '200 - search-type'],
+    [p1_rs => GET => '/fhir/Patient?_id=p1&_revinclude=Group:member', undef,
+        '403 response_patient_mismatch search-type'],
 
     # compartment searches
     [p1_rs => GET => '/fhir/Patient/p1/Observation', undef,
