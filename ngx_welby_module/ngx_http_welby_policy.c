@@ -16,7 +16,6 @@ static welby_reason_e ngx_http_welby_policy_body(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 static char *ngx_http_welby_policy_operations(ngx_conf_t *cf,
     ngx_http_welby_loc_conf_t *conf);
-static ngx_uint_t ngx_http_welby_policy_is(json_t *v, const char *s);
 static ngx_uint_t ngx_http_welby_policy_groups(welby_fhir_request_t *req);
 
 
@@ -153,8 +152,7 @@ ngx_http_welby_policy_decide(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     /* a POST to the base is a batch or a transaction by its Bundle */
 
     if (req->interaction == WELBY_FHIR_BATCH
-        && ngx_http_welby_policy_is(json_object_get(ctx->body_json, "type"),
-                                    "transaction"))
+        && welby_compartment_is_transaction(ctx->body_json))
     {
         req->interaction = WELBY_FHIR_TRANSACTION;
     }
@@ -280,18 +278,6 @@ ngx_http_welby_policy_groups(welby_fhir_request_t *req)
     }
 
     return 0;
-}
-
-
-static ngx_uint_t
-ngx_http_welby_policy_is(json_t *v, const char *s)
-{
-    size_t  len;
-
-    len = ngx_strlen(s);
-
-    return json_is_string(v) && json_string_length(v) == len
-           && ngx_memcmp(json_string_value(v), s, len) == 0;
 }
 
 

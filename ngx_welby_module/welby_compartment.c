@@ -370,6 +370,13 @@ welby_compartment_check_write(const welby_fhir_request_t *req,
 }
 
 
+int
+welby_compartment_is_transaction(json_t *bundle)
+{
+    return welby_json_str_is(json_object_get(bundle, "type"), "transaction");
+}
+
+
 static const welby_compartment_type_t *
 welby_compartment_type(int type)
 {

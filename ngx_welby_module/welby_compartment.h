@@ -57,4 +57,10 @@ welby_reason_e welby_compartment_check_write(const welby_fhir_request_t *req,
     json_t *body, const welby_policy_subject_t *subj, unsigned context,
     const welby_str_t *bases, size_t nbases);
 
+/*
+ * Whether a Bundle posted to the base is a transaction (1), a batch (0):
+ * the path says only that it is one of them.
+ */
+int welby_compartment_is_transaction(json_t *bundle);
+
 #endif /* WELBY_COMPARTMENT_H */
