@@ -47,7 +47,8 @@ NGINX_TESTS_PACKAGES := libnginx-mod-http-geoip \
 # repository, or absolute); CI has one next to the repository.
 NGINX_TESTS ?= ../shared/nginx-tests
 
-MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.h)
+MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.cc \
+                 ngx_welby_module/*.h)
 PURE_SRCS   := $(filter-out ngx_welby_module/ngx_%,\
                  $(wildcard ngx_welby_module/welby_*.c))
 UNIT_SRCS   := $(wildcard t/unit/*.c)
