@@ -44,6 +44,7 @@ static ngx_int_t ngx_http_welby_waf_run(ngx_http_request_t *r,
     ngx_http_welby_waf_result_t *res);
 static ngx_int_t ngx_http_welby_waf_intervened(ngx_http_request_t *r,
     Transaction *t, ngx_http_welby_waf_result_t *res);
+static ngx_uint_t ngx_http_welby_waf_url_ok(u_char *url);
 static void ngx_http_welby_waf_match(void *data, const welby_msc_match_t *m);
 static char *ngx_http_welby_waf_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static ngx_int_t ngx_http_welby_waf_list(ngx_http_request_t *r,
@@ -185,7 +186,7 @@ ngx_http_welby_waf_set(ngx_conf_t *cf, ngx_array_t *files)
     ngx_str_t                   *file;
     ngx_uint_t                   i;
     RulesSet                    *rules;
-    const char                  *error;
+    const char                  *error, *warning;
     ngx_pool_cleanup_t          *cln;
     ngx_http_welby_waf_set_t    *set;
     ngx_http_welby_main_conf_t  *wmcf;
@@ -240,6 +241,23 @@ ngx_http_welby_waf_set(ngx_conf_t *cf, ngx_array_t *files)
             free((void *) error);
             return NULL;
         }
+    }
+
+    error = welby_msc_rules_check(rules, &warning);
+
+    if (warning != NULL) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "welby_waf_rules \"%V\"%s: %s", &file[0],
+                           files->nelts > 1 ? " and the files after it" : "",
+                           warning);
+    }
+
+    if (error != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_waf_rules \"%V\"%s: %s", &file[0],
+                           files->nelts > 1 ? " and the files after it" : "",
+                           error);
+        return NULL;
     }
 
     set = ngx_array_push(wmcf->waf_sets);
@@ -550,7 +568,14 @@ ngx_http_welby_waf_intervened(ngx_http_request_t *r, Transaction *t,
     res->intervened = 1;
     res->status = it.status > 0 ? (ngx_uint_t) it.status : 0;
 
-    if (it.url) {
+    /*
+     * A redirect's url may hold macros (%{ARGS.x}) that expand to what
+     * the client sent, decoded: a CR or LF there would end the Location
+     * header and start one of the client's.  Only a url of visible
+     * ASCII is a redirect; any other is a plain refusal.
+     */
+
+    if (it.url && ngx_http_welby_waf_url_ok((u_char *) it.url)) {
         len = ngx_strlen(it.url);
 
         res->location.data = ngx_pnalloc(r->pool, len);
@@ -563,6 +588,25 @@ ngx_http_welby_waf_intervened(ngx_http_request_t *r, Transaction *t,
     /* the log line quotes what matched: never kept */
     free(it.url);
     free(it.log);
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_welby_waf_url_ok(u_char *url)
+{
+    u_char  *p;
+
+    if (*url == '\0') {
+        return 0;
+    }
+
+    for (p = url; *p; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            return 0;
+        }
+    }
 
     return 1;
 }
