@@ -5,6 +5,8 @@
 
 #include <modsecurity/modsecurity.h>
 #include <modsecurity/rule_message.h>
+#include <modsecurity/rule_with_actions.h>
+#include <modsecurity/rules_set.h>
 #include <modsecurity/transaction.h>
 
 #include "welby_msc.h"
@@ -21,7 +23,12 @@ welby_msc_each(void *transaction, long score_id,
 
     for (const modsecurity::RuleMessage &rm : t->m_rulesMessages) {
         m.id = rm.m_ruleId;
-        m.severity = rm.m_severity;
+        /*
+         * A message's severity is 0 (EMERGENCY) also when its rule names
+         * none: the rule tells which.
+         */
+        m.severity = (rm.m_rule != NULL && rm.m_rule->hasSeverity())
+                     ? rm.m_severity : -1;
         m.disruptive = rm.m_isDisruptive;
         m.msg = NULL;
         m.msg_len = 0;
@@ -95,4 +102,37 @@ welby_msc_score(const welby_msc_match_t *m, long score_id)
     }
 
     return score;
+}
+
+
+extern "C" const char *
+welby_msc_rules_check(void *rules_set, const char **warning)
+{
+    modsecurity::RulesSet  *rules;
+
+    rules = static_cast<modsecurity::RulesSet *>(rules_set);
+
+    /* unset, no rule sees the body the module reads for them */
+    *warning = NULL;
+
+    if (rules->m_secRequestBodyAccess
+        != modsecurity::RulesSetProperties::TrueConfigBoolean)
+    {
+        *warning = "the rules set's SecRequestBodyAccess is not On: no "
+                   "rule sees a request body";
+    }
+
+    /*
+     * Unset, libmodsecurity runs no disruptive action: the engine is
+     * welby_waf's to switch, never the rule files' (Debian's
+     * modsecurity.conf says DetectionOnly).
+     */
+    if (rules->m_secRuleEngine
+        != modsecurity::RulesSetProperties::EnabledRuleEngine)
+    {
+        return "the rules set's SecRuleEngine is not On: no rule would "
+               "refuse (\"welby_waf\" chooses on or detect)";
+    }
+
+    return NULL;
 }

@@ -21,7 +21,7 @@ extern "C" {
 /* what the module keeps of one rule message */
 typedef struct {
     long                        id;
-    int                         severity;   /* 0 when the rule sets none */
+    int                         severity;   /* -1 when the rule sets none */
     int                         disruptive;
 
     /*
@@ -49,6 +49,13 @@ void welby_msc_each(void *transaction, long score_id,
 #define WELBY_MSC_CRS_BLOCKING_ID  949110
 
 long welby_msc_score(const welby_msc_match_t *m, long score_id);
+
+/*
+ * NULL, or why a loaded rules set (a RulesSet *) cannot serve welby_waf:
+ * its rules would match and never refuse.  *warning: NULL, or a setting
+ * an operator may mean (rules that never see a body).
+ */
+const char *welby_msc_rules_check(void *rules_set, const char **warning);
 
 #ifdef __cplusplus
 }
