@@ -420,17 +420,19 @@ ngx_http_welby_waf_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 {
     char                        *id, *client, *server, *uri, *method;
     const char                  *version;
-    u_char                      *p;
+    u_char                      *p, *name;
     ngx_str_t                    s;
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, k;
     Transaction                 *t;
     ngx_list_part_t             *part;
     ngx_table_elt_t             *h;
     ngx_pool_cleanup_t          *cln;
+    ngx_http_core_srv_conf_t    *cscf;
     ngx_http_welby_main_conf_t  *wmcf;
     u_char                       addr[NGX_SOCKADDR_STRLEN];
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
 
     id = ngx_http_welby_waf_cstr(r->pool, &ctx->request_id);
     client = ngx_http_welby_waf_cstr(r->pool, &r->connection->addr_text);
@@ -522,6 +524,28 @@ ngx_http_welby_waf_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         msc_add_n_request_header(t, h[i].key.data, h[i].key.len,
                                  h[i].value.data, h[i].value.len);
+
+        /*
+         * With underscores_in_headers on, a CGI-style backend (FastCGI,
+         * uwsgi, SCGI) reads "X_Test" as HTTP_X_TEST, the name of
+         * "X-Test": the rules get it under that name too.
+         */
+
+        if (cscf->underscores_in_headers
+            && ngx_strlchr(h[i].key.data, h[i].key.data + h[i].key.len, '_'))
+        {
+            name = ngx_pnalloc(r->pool, h[i].key.len);
+            if (name == NULL) {
+                return NGX_ERROR;
+            }
+
+            for (k = 0; k < h[i].key.len; k++) {
+                name[k] = h[i].key.data[k] == '_' ? '-' : h[i].key.data[k];
+            }
+
+            msc_add_n_request_header(t, name, h[i].key.len,
+                                     h[i].value.data, h[i].value.len);
+        }
     }
 
     msc_process_request_headers(t);

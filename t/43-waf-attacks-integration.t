@@ -22,6 +22,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use JSON::XS ();
 use Welby::Nginx qw(http http_req parse_response);
+use Welby::CGIBackend;
 
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
@@ -46,6 +47,7 @@ SecRule ARGS:go "@rx ." \
     "id:440110,phase:1,redirect:https://welby.test/%{ARGS.go},log"
 SecRule ARGS "@streq nosev" "id:440112,phase:2,pass,log"
 SecRule ARGS "@streq notice" "id:440113,phase:2,pass,log,severity:'NOTICE'"
+SecRule REQUEST_HEADERS:X-Test "@contains attack" "id:440120,phase:1,deny,log"
 EOF
 
 # Debian's /etc/modsecurity/modsecurity.conf-recommended says so
@@ -136,6 +138,18 @@ http {
     }
 
     server {
+        listen 127.0.0.1:%%PORT_8084%%;
+        underscores_in_headers on;
+        welby on;
+
+        location / {
+            welby_waf on;
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass 127.0.0.1:%%PORT_8085%%;
+        }
+    }
+
+    server {
         listen 127.0.0.1:%%PORT_8081%%;
 
         location /not-found/ {
@@ -150,7 +164,9 @@ http {
 }
 EOF
 
-$t->run()->plan(34);
+Welby::CGIBackend->start(proto => 'fastcgi', port => $t->port(8085));
+
+$t->run()->plan(38);
 
 sub req { parse_response(http_req(@_)) }
 
@@ -288,6 +304,21 @@ $r = req(method => 'POST', uri => '/x',
     body => '{' . join(',', map { qq("a$_":1) } 1 .. 1500)
         . qq(,"z":"$secret"}), headers => $json);
 is($r && $r->status, 403, 'a member after 1500 others is checked');
+
+# underscores_in_headers on: FastCGI reads X_Test as X-Test (HTTP_X_TEST)
+
+my $cgi = $t->port(8084);
+
+$r = req(uri => '/x', port => $cgi, headers => ["X-Test: $secret"]);
+is($r && $r->status, 403, 'FastCGI: the header rule refuses X-Test');
+$r = req(uri => '/x', port => $cgi, headers => ["X_Test: $secret"]);
+is($r && $r->status, 403, 'FastCGI with underscores_in_headers: X_Test, '
+    . 'HTTP_X_TEST to the backend, is checked as X-Test');
+$r = req(uri => '/x', port => $cgi,
+    headers => ['X-Test: ok', "X_Test: $secret"]);
+is($r && $r->status, 403, 'a clean X-Test beside it does not hide X_Test');
+$r = req(uri => '/x', port => $cgi, headers => ['X_Test: ok']);
+is($r && $r->status, 200, 'a clean X_Test reaches the backend');
 
 ###############################################################################
 # the intervention: a redirect to what the client wrote
