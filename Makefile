@@ -33,7 +33,7 @@ DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 libcryptx-perl python3 testssl.sh sslscan
 
 # What `make bench` needs on top of DEB_PACKAGES.
-BENCH_PACKAGES := wrk
+BENCH_PACKAGES := wrk libnginx-mod-http-modsecurity modsecurity-crs
 
 # What `make test-nginx` needs on top of DEB_PACKAGES: the dynamic modules
 # the stock binary was built with, without which nginx-tests' Test::Nginx
@@ -171,7 +171,8 @@ test-nginx: deps $(NGINX_TESTS_MODULE)
 run: all
 	conf/demo/run
 
-# Throughput ratios against plain proxy_pass and the njs anchor, with wrk
+# Throughput ratios against plain proxy_pass and the anchors (njs, and the
+# ModSecurity-nginx connector with CRS for the WAF), with wrk
 # (conf/bench/run --help); exit status 1 when a floor fails.
 bench: deps all
 	$(call welby_apt,$(BENCH_PACKAGES))
