@@ -23,6 +23,10 @@
 #include <modsecurity/transaction.h>
 #include <modsecurity/intervention.h>
 
+#if (__GLIBC__)
+#include <malloc.h>
+#endif
+
 
 /* one rules set, shared by the locations of one welby_waf_rules list */
 typedef struct {
@@ -305,6 +309,19 @@ static void
 ngx_http_welby_waf_msc_cleanup(void *data)
 {
     msc_cleanup(data);
+
+#if (__GLIBC__)
+
+    /*
+     * The old cycle's rules sets, freed in the master at a reload, leave
+     * glibc's heap as large as it was with both sets loaded, and every
+     * worker forked after it starts with that heap resident: it goes
+     * back to the system here.  The last of the module's cleanups of the
+     * cycle (the library's was added first).
+     */
+    (void) malloc_trim(0);
+
+#endif
 }
 
 
