@@ -1,0 +1,117 @@
+#!/usr/bin/perl
+
+# The attack corpus (t/waf/attacks.txt) through the WAF: every case is
+# refused, by a rule of the family it belongs to (an SQL injection by a
+# 942xxx rule, not only by chance of another), with reason waf_block;
+# where nginx refuses first, the case says so and that exact status is
+# asserted instead, with the backend never reached.  The location has no
+# FHIR base and no token check, so only the WAF decides.  Prints the
+# detection rate per family.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Welby::Nginx;
+use Welby::WAF qw(read_corpus waf_mode waf_conf waf_load send_case
+    matched_rules);
+
+# the rules a family's case must be refused by (one of them must match)
+my %FAMILY = (
+    sqli              => qr/^942/,
+    xss               => qr/^941/,
+    lfi               => qr/^930/,
+    rfi               => qr/^931/,
+    rce               => qr/^932/,
+    java              => qr/^944/,
+    nodejs            => qr/^934/,
+    'protocol-attack' => qr/^921/,
+    protocol          => qr/^920/,
+    jndi              => qr/^440200$/,
+    ssrf              => qr/^440210$/,
+    nosql             => qr/^(?:440150|942290)$/,
+    php               => qr/^440230$/,
+    pickle            => qr/^440220$/,
+    fhir              => qr/^44[0-9]{4}$/,
+);
+
+my @cases = read_corpus("$FindBin::Bin/waf/attacks.txt");
+
+my $t = Welby::Nginx->new();
+my $waf = waf_conf($t);
+my $load = waf_load($t);
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+$load
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+    welby_audit_log %%TESTDIR%%/audit.log;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+
+        location / {
+            welby on;
+            welby_tls off;
+            welby_token off;
+            $waf
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        location / { return 200 "backend ok\\n"; }
+    }
+}
+EOF
+
+$t->run()->plan(scalar @cases + 1);
+
+note('WAF through the ' . waf_mode($t));
+
+my (%seen, %caught);
+my $n = 0;
+
+for my $c (@cases) {
+    my $id = ++$n;
+    my $name = "$c->{family} $c->{where} $c->{what}";
+    my $from = -s $t->testdir() . '/error.log';
+    my $r = send_case($t, $c, $id);
+    my $status = $r ? $r->status : 0;
+    my $body = $r ? $r->body // '' : '';
+    $seen{ $c->{family} }++;
+
+    my ($ok, $why);
+    if ($c->{who} ne 'waf') {
+        # refused before the WAF: that status, and no backend
+        $ok = $status == $c->{status} && $body !~ /backend ok/;
+        $why = "status $status";
+    } else {
+        my $m = matched_rules($t, $r, $from);
+        my $want = $FAMILY{ $c->{family} } or die "family $c->{family}?\n";
+        my @fam = grep { $_ =~ $want } @{ $m->{rules} };
+        $ok = $status == $c->{status} && $m->{reason} eq 'waf_block'
+            && @fam > 0;
+        $why = "status $status, reason $m->{reason}, rules "
+            . join(' ', @{ $m->{rules} });
+    }
+
+    $caught{ $c->{family} }++ if $ok;
+    ok($ok, "$name: refused $c->{status} by "
+        . ($c->{who} eq 'waf' ? "a $c->{family} rule" : $c->{who}))
+        or diag("case $id: $why");
+}
+
+diag('detection ' . join ', ', map { "$_ " . ($caught{$_} // 0)
+    . "/$seen{$_}" } sort keys %seen);
+
+my $all = 0;
+$all += $_ for values %caught;
+is($all, scalar @cases, "detection $all/" . scalar(@cases) . ' in all');
