@@ -21,7 +21,7 @@ use Welby::WAF qw(read_corpus waf_mode waf_conf waf_load send_case
 # the rules a family's case must be refused by (one of them must match)
 my %FAMILY = (
     sqli              => qr/^942/,
-    xss               => qr/^941/,
+    xss               => qr/^(?:941|44025[01]$)/,
     lfi               => qr/^930/,
     rfi               => qr/^931/,
     rce               => qr/^932/,
