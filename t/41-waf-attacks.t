@@ -32,6 +32,7 @@ my %FAMILY = (
     jndi              => qr/^440200$/,
     ssrf              => qr/^440210$/,
     nosql             => qr/^(?:440150|942290)$/,
+    narrative         => qr/^44025[01]$/,
     php               => qr/^440230$/,
     pickle            => qr/^440220$/,
     fhir              => qr/^44[0-9]{4}$/,
