@@ -27,7 +27,7 @@ ASAN_OPT    := -g -O1 -fno-omit-frame-pointer -fPIC \
 
 DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 libc6-dev libssl-dev libpcre2-dev \
-                zlib1g-dev libjansson-dev \
+                zlib1g-dev libjansson-dev libmodsecurity-dev modsecurity-crs \
                 libnginx-mod-http-js openssl curl perl \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
                 libcryptx-perl python3 testssl.sh sslscan
@@ -47,7 +47,8 @@ NGINX_TESTS_PACKAGES := libnginx-mod-http-geoip \
 # repository, or absolute); CI has one next to the repository.
 NGINX_TESTS ?= ../shared/nginx-tests
 
-MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.h)
+MODULE_SRCS := config $(wildcard ngx_welby_module/*.c ngx_welby_module/*.cc \
+                 ngx_welby_module/*.h)
 PURE_SRCS   := $(filter-out ngx_welby_module/ngx_%,\
                  $(wildcard ngx_welby_module/welby_*.c))
 UNIT_SRCS   := $(wildcard t/unit/*.c)

@@ -123,6 +123,10 @@ ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (ngx_strcmp(value[1].data, "upstream_5xx") == 0) {
         rule->event = NGX_HTTP_WELBY_ALERT_UPSTREAM;
 
+    } else if (ngx_strcmp(value[1].data, "waf_block") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_REASON;
+        rule->reason = WELBY_REASON_WAF_BLOCK;
+
     } else if (ngx_strncmp(value[1].data, "reason:", 7) == 0) {
         rule->event = NGX_HTTP_WELBY_ALERT_REASON;
         rule->reason = welby_reason_find(value[1].data + 7, value[1].len - 7);
@@ -139,7 +143,7 @@ ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown welby_alert event \"%V\", it must be "
                            "\"auth_failures\", \"auth_failures_per_ip\", "
-                           "\"refusals\", \"upstream_5xx\" or "
+                           "\"refusals\", \"upstream_5xx\", \"waf_block\" or "
                            "\"reason:<code>\"", &value[1]);
         return NGX_CONF_ERROR;
     }

@@ -6,6 +6,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_waf.h"
 
 #include <openssl/ssl.h>
 
@@ -1021,6 +1022,13 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->port = ngx_inet_get_port(r->connection->sockaddr);
 
     ngx_http_welby_audit_tls(r, ctx, rec);
+
+    if (ctx->waf && ctx->waf->ran) {
+        rec->waf_rules = ctx->waf->rules;
+        rec->waf_severities = ctx->waf->severities;
+        rec->nwaf_rules = ctx->waf->nrules;
+        rec->waf_score = ctx->waf->score;
+    }
 
     if (r->upstream_states && r->upstream_states->nelts) {
         state = r->upstream_states->elts;

@@ -58,6 +58,15 @@ ngx_http_welby_body(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             return WELBY_REASON_BODY_TOO_LARGE;
         }
 
+        /* read for the WAF of a location without a FHIR base */
+
+        if (wlcf->fhir_base.len && ctx->body_json == NULL
+            && !ctx->body_json_error && ngx_http_welby_body_is_json(r))
+        {
+            ctx->body_reason = ngx_http_welby_body_parse(r, ctx);
+            return ctx->body_reason;
+        }
+
         return WELBY_REASON_NONE;
     }
 
@@ -236,7 +245,12 @@ ngx_http_welby_body_collect(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return;
     }
 
-    if (ngx_http_welby_body_is_json(r)) {
+    /*
+     * Parsed for the policy, under a FHIR base; a location that read the
+     * body only for the WAF leaves the parsing to libmodsecurity.
+     */
+
+    if (wlcf->fhir_base.len && ngx_http_welby_body_is_json(r)) {
         ctx->body_reason = ngx_http_welby_body_parse(r, ctx);
     }
 }

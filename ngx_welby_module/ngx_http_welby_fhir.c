@@ -4,6 +4,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_waf.h"
 
 
 /* The FHIR RESTful API's methods; WebDAV and the like never reach it. */
@@ -84,6 +85,14 @@ ngx_http_welby_classify(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     if (rc != WELBY_REASON_NONE) {
         return rc;
+    }
+
+    /* the WAF reads every body, whatever the location */
+
+    if (wlcf->waf != NGX_HTTP_WELBY_WAF_OFF
+        && ngx_http_welby_fhir_has_body(r))
+    {
+        ctx->body_wanted = 1;
     }
 
     if (wlcf->fhir_base.len == 0) {

@@ -9,6 +9,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_waf.h"
 
 #include <openssl/rand.h>
 
@@ -84,6 +85,14 @@ static ngx_conf_enum_t  ngx_http_welby_tls_modes[] = {
 static ngx_conf_enum_t  ngx_http_welby_tls_versions[] = {
     { ngx_string("TLSv1.2"), 0x0303 },
     { ngx_string("TLSv1.3"), 0x0304 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_welby_waf_modes[] = {
+    { ngx_string("off"), NGX_HTTP_WELBY_WAF_OFF },
+    { ngx_string("on"), NGX_HTTP_WELBY_WAF_ON },
+    { ngx_string("detect"), NGX_HTTP_WELBY_WAF_DETECT },
     { ngx_null_string, 0 }
 };
 
@@ -287,6 +296,20 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       offsetof(ngx_http_welby_loc_conf_t, body_max_size),
       NULL },
 
+    { ngx_string("welby_waf"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, waf),
+      &ngx_http_welby_waf_modes },
+
+    { ngx_string("welby_waf_rules"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_waf_rules,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_hsts"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_welby_hsts,
@@ -352,6 +375,7 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
+    { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
 
@@ -746,6 +770,8 @@ ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx)
     ngx_memzero(&ctx->subject, sizeof(welby_policy_subject_t));
     ngx_memzero(&ctx->policy, sizeof(welby_policy_result_t));
     ctx->check_response = 0;
+    ctx->waf = NULL;
+    ctx->refusal_status = 0;
 
     /*
      * A read that nginx ended (a 413 sent to error_page) is over: only a
@@ -1446,7 +1472,7 @@ ngx_http_welby_refuse(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         return rc;
     }
 
-    out = ngx_http_welby_refusal(r, ctx, 0);
+    out = ngx_http_welby_refusal(r, ctx, ctx->refusal_status);
     if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1889,6 +1915,7 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     wlcf->client_cert = NGX_CONF_UNSET_UINT;
 
     ngx_http_welby_policy_create_conf(wlcf);
+    ngx_http_welby_waf_create_conf(wlcf);
 
     return wlcf;
 }
@@ -1921,6 +1948,10 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
 
     if (ngx_http_welby_merge_strip(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_welby_waf_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

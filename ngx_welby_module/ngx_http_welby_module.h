@@ -158,6 +158,11 @@ typedef struct {
 
     ngx_int_t                   realip_remote_addr; /* variable index */
 
+    /* libmodsecurity (a ModSecurity *) and its rules sets, one per
+     * distinct welby_waf_rules list (ngx_http_welby_waf.c) */
+    void                       *waf_msc;
+    ngx_array_t                *waf_sets;
+
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;
     size_t                      random_left;
@@ -192,6 +197,10 @@ typedef struct {
     ngx_uint_t                  fhir_response_status;   /* 403 or 404 */
 
     size_t                      body_max_size;
+
+    ngx_uint_t                  waf;            /* NGX_HTTP_WELBY_WAF_* */
+    ngx_array_t                *waf_files;      /* ngx_str_t, full names */
+    void                       *waf_rules;      /* a RulesSet * */
 } ngx_http_welby_loc_conf_t;
 
 
@@ -206,6 +215,9 @@ typedef struct {
 
 /* the response check's state, private to ngx_http_welby_response.c */
 typedef struct ngx_http_welby_response_s  ngx_http_welby_response_t;
+
+/* what the waf step found (ngx_http_welby_waf.h) */
+typedef struct ngx_http_welby_waf_result_s  ngx_http_welby_waf_result_t;
 
 
 typedef struct {
@@ -272,6 +284,12 @@ typedef struct {
 
     /* the answer held for the response check, or NULL */
     ngx_http_welby_response_t  *response;
+
+    /* what the waf step found, or NULL when it did not run */
+    ngx_http_welby_waf_result_t  *waf;
+
+    /* the refusal's status when not the reason's (0) */
+    ngx_uint_t                  refusal_status;
 } ngx_http_welby_ctx_t;
 
 

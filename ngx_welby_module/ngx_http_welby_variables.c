@@ -5,6 +5,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_waf.h"
 
 #include <jansson.h>
 
@@ -107,6 +108,14 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_fhir_patient"), NULL,
       ngx_http_welby_fhir_variable, NGX_HTTP_WELBY_FHIR_PATIENT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_waf_rules"), NULL,
+      ngx_http_welby_waf_rules_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_waf_score"), NULL,
+      ngx_http_welby_waf_score_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_claim_"), NULL,

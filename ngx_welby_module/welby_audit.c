@@ -185,6 +185,7 @@ welby_audit_record_init(welby_audit_record_t *r)
     r->asn = -1;
     r->tls_client_cert_error = -1;
     r->upstream_status = -1;
+    r->waf_score = -1;
     r->alert_count = -1;
     r->alert_window_ms = -1;
     r->continues_seq = -1;
@@ -634,12 +635,12 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
     welby_audit_member_str(&j, "proxy", &r->tls_proxy);
     welby_audit_end(&j);
 
-    if (r->waf_rules != NULL && r->nwaf_rules > 0) {
+    if ((r->waf_rules != NULL && r->nwaf_rules > 0) || r->waf_score >= 0) {
         welby_audit_begin(&j, "waf");
         welby_audit_key(&j, "rules");
         welby_audit_str(o, "[");
 
-        for (k = 0; k < r->nwaf_rules; k++) {
+        for (k = 0; r->waf_rules != NULL && k < r->nwaf_rules; k++) {
             if (k) {
                 welby_audit_str(o, ",");
             }
@@ -648,6 +649,23 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
         }
 
         welby_audit_str(o, "]");
+
+        if (r->waf_severities != NULL) {
+            welby_audit_key(&j, "severities");
+            welby_audit_str(o, "[");
+
+            for (k = 0; k < r->nwaf_rules; k++) {
+                if (k) {
+                    welby_audit_str(o, ",");
+                }
+
+                welby_audit_int(o, r->waf_severities[k]);
+            }
+
+            welby_audit_str(o, "]");
+        }
+
+        welby_audit_member_int(&j, "score", r->waf_score);
         welby_audit_end(&j);
     }
 

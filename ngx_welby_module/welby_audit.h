@@ -255,8 +255,11 @@ typedef struct {
     int64_t                  tls_client_cert_error;
     welby_str_t              tls_proxy;
 
+    /* the rules that matched, their severities (as many), the score */
     const int64_t           *waf_rules;
+    const int64_t           *waf_severities;
     size_t                   nwaf_rules;
+    int64_t                  waf_score;
 
     welby_str_t              limit_key;
 

@@ -110,6 +110,8 @@
       NULL)                                                                 \
     X(RESPONSE_UNVERIFIABLE, "response_unverifiable", 502, "exception",     \
       "The answer could not be checked.", NULL)                            \
+    X(WAF_BLOCK, "waf_block", 403, "security",                              \
+      "The request was refused by a security rule.", NULL)                 \
     X(INTERNAL_ERROR, "internal_error", 500, "exception",                   \
       "The request could not be checked.", NULL)
 
