@@ -43,6 +43,15 @@ my @cases = read_corpus("$FindBin::Bin/waf/attacks.txt");
 my $t = Welby::Nginx->new();
 my $waf = waf_conf();
 
+# a location's own knobs, in a file loaded after the shipped ones
+$t->write_file('knobs.conf', <<'END');
+SecAction "id:440990,phase:1,pass,nolog,\
+    setvar:tx.welby_filter_allowed=1,\
+    setvar:'tx.welby_operations=%{tx.welby_operations}reindex/',\
+    setvar:tx.welby_max_count=100"
+END
+my $knobs = waf_conf($t->testdir() . '/knobs.conf');
+
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
 
@@ -62,6 +71,14 @@ http {
             $waf
             proxy_pass http://127.0.0.1:%%PORT_8081%%;
         }
+
+        location /knobs/ {
+            welby on;
+            welby_tls off;
+            welby_token off;
+            $knobs
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
     }
 
     server {
@@ -71,7 +88,7 @@ http {
 }
 EOF
 
-$t->run()->plan(scalar @cases + 1);
+$t->run()->plan(scalar @cases + 5);
 
 my (%seen, %caught);
 my $n = 0;
@@ -112,3 +129,20 @@ diag('detection ' . join ', ', map { "$_ " . ($caught{$_} // 0)
 my $all = 0;
 $all += $_ for values %caught;
 is($all, scalar @cases, "detection $all/" . scalar(@cases) . ' in all');
+
+# the knobs: what the shipped rules refuse, a location may allow
+sub knob {
+    my ($uri) = @_;
+    my $r = send_case($t, { head => ["GET $uri"] }, 'knob');
+    my $m = matched_rules($t, $r);
+    return ($r ? $r->status : 0) . ' ' . join(' ', @{ $m->{rules} });
+}
+
+is(knob('/knobs/fhir/Patient?_filter=name%20eq%20x'), '200 ',
+    'tx.welby_filter_allowed=1 lets _filter through');
+is(knob('/knobs/fhir/Patient/p1/$reindex'), '200 ',
+    'an operation added to tx.welby_operations is allowed');
+is(knob('/knobs/fhir/Patient/p1/$expunge'), '403 440140',
+    'one not added is still refused');
+is(knob('/knobs/fhir/Observation?_count=101'), '403 440131',
+    'tx.welby_max_count lowers the _count bound');
