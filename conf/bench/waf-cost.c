@@ -5,8 +5,11 @@
  * numbers.  Each request is a raw HTTP/1.1 request in a file (request
  * line, headers, empty line, body); every transaction feeds what the
  * module feeds: connection, URI, headers, body, then runs phase 5 and is
- * freed.  Prints CPU microseconds per transaction and, from the first
- * run, the ids of the rules that logged.
+ * freed.  Prints CPU microseconds per transaction (the fastest of 20
+ * batches of N) and, from the first run, the ids of the rules that
+ * logged (WAF_COST_VERBOSE=1 prints their whole messages).  Under
+ * valgrind --tool=callgrind the instruction count of -n 1 less that of
+ * -n 0, divided by 20, is the exact cost of one transaction.
  *
  *   cc -O2 -o waf-cost waf-cost.c -lmodsecurity
  *   ./waf-cost [-n N] -r rules/welby.conf -r ... get.http post.http
@@ -97,12 +100,12 @@ static int
 waf_cost_run(ModSecurity *msc, RulesSet *rules, char *req, size_t len,
     waf_cost_log_t *log)
 {
-    int                   status;
-    char                 *line, *p, *eol, *colon, *body, *uri, *ver;
-    char                  copy[65536];
-    size_t                blen;
-    Transaction          *tx;
-    ModSecurityIntervention  it;
+    int                       status;
+    char                     *line, *p, *eol, *colon, *body, *uri, *ver;
+    char                      copy[65536];
+    size_t                    blen;
+    Transaction              *tx;
+    ModSecurityIntervention   it;
 
     if (len >= sizeof(copy)) {
         return -1;
