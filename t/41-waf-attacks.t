@@ -88,7 +88,7 @@ http {
 }
 EOF
 
-$t->run()->plan(scalar @cases + 5);
+$t->run()->plan(scalar @cases + 6);
 
 my (%seen, %caught);
 my $n = 0;
@@ -146,3 +146,8 @@ is(knob('/knobs/fhir/Patient/p1/$expunge'), '403 440140',
     'one not added is still refused');
 is(knob('/knobs/fhir/Observation?_count=101'), '403 440131',
     'tx.welby_max_count lowers the _count bound');
+
+# 440902 (920220's check on the target as sent) scores an invalid escape
+# as a warning, as CRS does: alone it does not refuse
+is(knob('/fhir/Observation?a=%zz'), '200 440902',
+    'an invalid URL escape is scored by 440902, not refused alone');
