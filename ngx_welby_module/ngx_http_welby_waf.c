@@ -172,11 +172,13 @@ ngx_http_welby_waf_msc(ngx_conf_t *cf, ngx_http_welby_main_conf_t *wmcf)
     cln->data = msc;
 
     /*
-     * No log callback: the matches are read from the transaction once it
-     * is done (welby_msc.h), and libmodsecurity never formats a text
-     * that quotes what matched.
+     * The matches are read from the transaction once it is done
+     * (welby_msc.h); the log callback discards what it is given, so that
+     * libmodsecurity neither formats a text that quotes what matched nor
+     * writes one to stderr (the error log) for want of a callback.
      */
     msc_set_connector_info(msc, "ngx_http_welby_module");
+    welby_msc_quiet(msc);
 
     wmcf->waf_msc = msc;
 

@@ -12,6 +12,26 @@
 #include "welby_msc.h"
 
 
+static void
+welby_msc_discard(void *data, const void *rule_message)
+{
+    (void) data;
+    (void) rule_message;
+}
+
+
+extern "C" void
+welby_msc_quiet(void *msc)
+{
+    modsecurity::ModSecurity  *ms;
+
+    ms = static_cast<modsecurity::ModSecurity *>(msc);
+
+    ms->setServerLogCb(welby_msc_discard,
+                       modsecurity::RuleMessageLogProperty);
+}
+
+
 extern "C" void
 welby_msc_each(void *transaction, long score_id,
     void (*cb)(void *data, const welby_msc_match_t *m), void *data)

@@ -35,6 +35,15 @@ typedef struct {
 
 
 /*
+ * Sets a log callback that writes nothing, and that libmodsecurity calls
+ * with the rule message object, never formatting its text: without a
+ * callback libmodsecurity writes each match's text, matched value and
+ * all, to stderr, which nginx sends to its error log.  msc is a
+ * ModSecurity *.
+ */
+void welby_msc_quiet(void *msc);
+
+/*
  * Calls cb(data, m) for each message the transaction (a Transaction *)
  * kept: every rule that matched and logs, disruptive ones included (they
  * never reach libmodsecurity's log callback), in match order.

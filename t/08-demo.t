@@ -520,10 +520,14 @@ my @refused = (
      qr{/fhir/Observation\?subject:Patient=p1'}, '403 response_patient_mismatch'],
     ['a family token reads Patient/p2, outside the family',
      qr{ \$F" \S+/fhir/Patient/p2 }, '403 patient_mismatch'],
+    ['an SQL injection in a search the policy allows',
+     qr{code=1%27%20OR}, '403 waf_block'],
+    ['a log4j lookup in a write the policy allows',
+     qr{ -d "\$J" }, '403 waf_block'],
 );
 
 my @printed = grep { /^  curl / } split /\n/, $out;
-my $setup = join "\n", grep { /^  [TWOF]=/ } split /\n/, $out;
+my $setup = join "\n", grep { /^  [TWOFJ]=/ } split /\n/, $out;
 my $repo = "$FindBin::Bin/..";
 
 for my $case (@allowed, @refused) {

@@ -139,7 +139,7 @@ http {
 }
 EOF
 
-$t->run()->plan(62);
+$t->run()->plan(63);
 
 sub req { parse_response(http_req(@_)) }
 
@@ -319,6 +319,8 @@ ok(scalar $t->wait_for_file('audit.log', sub {
 my $logs = $t->read_file('audit.log') . nodebug('error.log');
 unlike($logs, qr/\Q$secret\E/, 'what matched is in no log');
 unlike($logs, qr/test attack/, 'nor the rule\'s message');
+unlike($t->read_file('error.log'), qr/ModSecurity: |Server log callback/,
+    'libmodsecurity wrote no text of its own to stderr, the error log');
 
 ###############################################################################
 # configuration errors: nginx -t

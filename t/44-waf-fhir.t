@@ -86,6 +86,7 @@ sub send_req {
     $rec //= {};
     return sprintf '%d %s %s', $r ? $r->status : 0, $rec->{reason} // '-',
         $rec->{waf} ? 'waf:' . join(',', @{ $rec->{waf}{rules} // [] })
+                      . ' score:' . ($rec->{waf}{score} // '-')
                     : 'no-waf';
 }
 
@@ -93,8 +94,9 @@ my $sqli = "x'%20UNION%20SELECT%20password%20FROM%20users--";
 
 like(send_req(GET => "/fhir/Observation?patient=p1&code=$sqli",
         token => 1),
-    qr/^403 waf_block waf:.*\b942\d{3}\b/,
-    'an injection the policy lets through is refused by the WAF');
+    qr/^403 waf_block waf:.*\b942\d{3}\b.*\b949110 score:(?:[1-9]\d+|[5-9])$/,
+    'an injection the policy lets through is refused by the WAF (CRS\'s '
+    . 'blocking rule, its score 5 or more)');
 
 like(send_req(GET => "/fhir/Observation?patient=p2&code=$sqli", token => 1),
     qr/^403 patient_mismatch no-waf$/,
@@ -114,4 +116,6 @@ like(send_req(POST => '/fhir/Observation', token => 1,
 like(send_req(GET => '/fhir/Observation?patient=p1&code='
         . 'http://loinc.org|8867-4&date=ge2026-01-01T00:00:00%2B09:00',
         token => 1),
-    qr/^200 - /, 'a clean search reaches the backend');
+    qr/^200 - waf: score:0$/,
+    'a clean search reaches the backend, no rule matched, score 0 '
+    . '(rule 440999)');
