@@ -303,6 +303,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       offsetof(ngx_http_welby_loc_conf_t, waf),
       &ngx_http_welby_waf_modes },
 
+    { ngx_string("welby_waf_response"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, waf_response),
+      NULL },
+
     { ngx_string("welby_waf_rules"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_welby_waf_rules,
@@ -771,6 +778,7 @@ ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx)
     ngx_memzero(&ctx->policy, sizeof(welby_policy_result_t));
     ctx->check_response = 0;
     ctx->waf = NULL;
+    ctx->waf_response = 0;
     ctx->refusal_status = 0;
 
     /*

@@ -199,6 +199,7 @@ typedef struct {
     size_t                      body_max_size;
 
     ngx_uint_t                  waf;            /* NGX_HTTP_WELBY_WAF_* */
+    ngx_flag_t                  waf_response;
     ngx_array_t                *waf_files;      /* ngx_str_t, full names */
     void                       *waf_rules;      /* a RulesSet * */
 } ngx_http_welby_loc_conf_t;
@@ -281,6 +282,7 @@ typedef struct {
     unsigned                    body_waiting:1;
     unsigned                    body_json_error:1;
     unsigned                    check_response:1;
+    unsigned                    waf_response:1;     /* inspect the answer */
 
     /* the answer held for the response check, or NULL */
     ngx_http_welby_response_t  *response;

@@ -7,6 +7,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_waf.h"
 
 
 #define NGX_HTTP_WELBY_RESPONSE_HOLD    0   /* buffering the body */
@@ -22,6 +23,8 @@ struct ngx_http_welby_response_s {
     size_t                      len;
     size_t                      size;
     ngx_uint_t                  state;
+    unsigned                    check:1;    /* the policy's check */
+    unsigned                    waf:1;      /* the WAF reads the body */
 };
 
 
@@ -107,6 +110,7 @@ ngx_http_welby_response_prepare(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_welby_response_header(ngx_http_request_t *r)
 {
+    ngx_uint_t                  check, waf;
     welby_reason_e              reason;
     ngx_http_welby_ctx_t       *ctx;
     ngx_http_welby_response_t  *resp;
@@ -118,7 +122,9 @@ ngx_http_welby_response_header(ngx_http_request_t *r)
 
     ctx = ngx_http_welby_get_ctx(r);
 
-    if (ctx == NULL || !ctx->check_response || ctx->response != NULL) {
+    if (ctx == NULL || (!ctx->check_response && !ctx->waf_response)
+        || ctx->response != NULL)
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -127,14 +133,11 @@ ngx_http_welby_response_header(ngx_http_request_t *r)
      * the backend that error_page replaces never reaches them.
      */
 
-    ctx->check_response = 0;
+    check = ctx->check_response;
+    waf = ctx->waf_response;
 
-    if (r->headers_out.status < NGX_HTTP_OK
-        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE)
-    {
-        /* the backend's refusal or error shows no resource of anyone */
-        return ngx_http_next_header_filter(r);
-    }
+    ctx->check_response = 0;
+    ctx->waf_response = 0;
 
     resp = ngx_pcalloc(r->pool, sizeof(ngx_http_welby_response_t));
     if (resp == NULL) {
@@ -145,19 +148,51 @@ ngx_http_welby_response_header(ngx_http_request_t *r)
 
     wlcf = ngx_http_welby_response_conf(r, ctx);
 
-    reason = ngx_http_welby_response_verifiable(r, wlcf);
+    if (waf) {
 
-    if (reason != WELBY_REASON_NONE) {
-        if (ngx_http_welby_response_record(r, ctx, wlcf, reason)) {
+        /* the WAF sees every answer, errors included: its status first */
+
+        reason = ngx_http_welby_waf_response_headers(r, ctx, wlcf);
+
+        if (reason != WELBY_REASON_NONE
+            && ngx_http_welby_response_record(r, ctx, wlcf, reason))
+        {
             return ngx_http_welby_response_refuse(r, ctx, wlcf, reason);
         }
 
+        resp->waf = (reason == WELBY_REASON_NONE && !r->header_only);
+    }
+
+    if (check
+        && (r->headers_out.status < NGX_HTTP_OK
+            || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE))
+    {
+        /* the backend's refusal or error shows no resource of anyone */
+        check = 0;
+    }
+
+    if (check) {
+        reason = ngx_http_welby_response_verifiable(r, wlcf);
+
+        if (reason != WELBY_REASON_NONE) {
+            if (ngx_http_welby_response_record(r, ctx, wlcf, reason)) {
+                return ngx_http_welby_response_refuse(r, ctx, wlcf, reason);
+            }
+
+            check = 0;
+        }
+    }
+
+    resp->check = check;
+
+    if (!resp->check && !resp->waf) {
         resp->state = NGX_HTTP_WELBY_RESPONSE_PASS;
         return ngx_http_next_header_filter(r);
     }
 
     if (r->headers_out.content_length_n >= 0) {
-        resp->size = (size_t) r->headers_out.content_length_n;
+        resp->size = (size_t) ngx_min(r->headers_out.content_length_n,
+                                      (off_t) wlcf->fhir_response_max);
 
     } else {
         resp->size = ngx_min(NGX_HTTP_WELBY_RESPONSE_CHUNK,
@@ -261,6 +296,21 @@ ngx_http_welby_response_body(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (!last) {
         return NGX_OK;
+    }
+
+    if (resp->waf) {
+        reason = ngx_http_welby_waf_response_body(r, ctx, wlcf, resp->data,
+                                                  resp->len);
+
+        if (reason != WELBY_REASON_NONE
+            && ngx_http_welby_response_record(r, ctx, wlcf, reason))
+        {
+            return ngx_http_welby_response_refuse(r, ctx, wlcf, reason);
+        }
+    }
+
+    if (!resp->check) {
+        return ngx_http_welby_response_send(r, ctx, NULL);
     }
 
     reason = ngx_http_welby_response_check(r, ctx, wlcf);

@@ -49,6 +49,9 @@ static ngx_int_t ngx_http_welby_waf_run(ngx_http_request_t *r,
 static ngx_int_t ngx_http_welby_waf_intervened(ngx_http_request_t *r,
     Transaction *t, ngx_http_welby_waf_result_t *res);
 static ngx_uint_t ngx_http_welby_waf_url_ok(u_char *url);
+static welby_reason_e ngx_http_welby_waf_response_decide(
+    ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf);
 static void ngx_http_welby_waf_match(void *data, const welby_msc_match_t *m);
 static char *ngx_http_welby_waf_cstr(ngx_pool_t *pool, ngx_str_t *s);
 static ngx_int_t ngx_http_welby_waf_list(ngx_http_request_t *r,
@@ -98,6 +101,7 @@ void
 ngx_http_welby_waf_create_conf(ngx_http_welby_loc_conf_t *wlcf)
 {
     wlcf->waf = NGX_CONF_UNSET_UINT;
+    wlcf->waf_response = NGX_CONF_UNSET;
     wlcf->waf_files = NULL;
     wlcf->waf_rules = NULL;
 }
@@ -113,6 +117,7 @@ ngx_http_welby_waf_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
     ngx_http_welby_loc_conf_t *conf)
 {
     ngx_conf_merge_uint_value(conf->waf, prev->waf, NGX_HTTP_WELBY_WAF_OFF);
+    ngx_conf_merge_value(conf->waf_response, prev->waf_response, 0);
 
     if (conf->waf_files == NULL) {
         conf->waf_files = prev->waf_files;
@@ -383,6 +388,21 @@ ngx_http_welby_waf(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     res->ran = 1;
 
     if (!res->intervened) {
+
+        if (wlcf->waf_response) {
+
+            /*
+             * The answer is inspected whole, as the backend sends it: no
+             * part of it (206), nothing compressed, no 304.
+             */
+
+            if (ngx_http_welby_response_prepare(r, ctx) != NGX_OK) {
+                return WELBY_REASON_INTERNAL_ERROR;
+            }
+
+            ctx->waf_response = 1;
+        }
+
         return WELBY_REASON_NONE;
     }
 
@@ -509,6 +529,8 @@ ngx_http_welby_waf_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     cln->handler = ngx_http_welby_waf_transaction_cleanup;
     cln->data = t;
+
+    res->transaction = t;
 
     msc_process_connection(t, client,
                            (int) ngx_inet_get_port(r->connection->sockaddr),
@@ -652,6 +674,138 @@ ngx_http_welby_waf_url_ok(u_char *url)
     }
 
     return 1;
+}
+
+
+welby_reason_e
+ngx_http_welby_waf_response_headers(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    Transaction                  *t;
+    ngx_list_part_t              *part;
+    ngx_table_elt_t              *h;
+    ngx_http_welby_waf_result_t  *res;
+
+    static u_char  content_type[] = "Content-Type";
+    static u_char  content_length[] = "Content-Length";
+
+    res = ctx->waf;
+    t = res->transaction;
+
+    /* what nginx keeps out of the list, as its header filter writes it */
+
+    if (r->headers_out.content_type.len) {
+        msc_add_n_response_header(t, content_type, sizeof(content_type) - 1,
+                                  r->headers_out.content_type.data,
+                                  r->headers_out.content_type.len);
+    }
+
+    if (r->headers_out.content_length_n >= 0) {
+        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (p == NULL) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        msc_add_n_response_header(t, content_length,
+                                  sizeof(content_length) - 1, p,
+                                  ngx_sprintf(p, "%O",
+                                              r->headers_out.content_length_n)
+                                  - p);
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0) {
+            continue;
+        }
+
+        msc_add_n_response_header(t, h[i].key.data, h[i].key.len,
+                                  h[i].value.data, h[i].value.len);
+    }
+
+    msc_process_response_headers(t, (int) r->headers_out.status, "HTTP 1.1");
+
+    return ngx_http_welby_waf_response_decide(r, ctx, wlcf);
+}
+
+
+welby_reason_e
+ngx_http_welby_waf_response_body(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf, u_char *data,
+    size_t len)
+{
+    Transaction  *t;
+
+    t = ctx->waf->transaction;
+
+    if (len && msc_append_response_body(t, data, len) == 0) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    msc_process_response_body(t);
+
+    return ngx_http_welby_waf_response_decide(r, ctx, wlcf);
+}
+
+
+/*
+ * After a response phase: the matches so far, and the intervention.  In
+ * detect mode (welby_waf detect) it is recorded and the answer goes on;
+ * welby_mode detect is the response filter's to apply.
+ */
+static welby_reason_e
+ngx_http_welby_waf_response_decide(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+{
+    ngx_str_t                     list;
+    ngx_http_welby_waf_result_t  *res;
+
+    res = ctx->waf;
+
+    welby_msc_each(res->transaction, NGX_HTTP_WELBY_WAF_SCORE_RULE,
+                   ngx_http_welby_waf_match, res);
+
+    if (!ngx_http_welby_waf_intervened(r, res->transaction, res)) {
+        return WELBY_REASON_NONE;
+    }
+
+    if (wlcf->waf != NGX_HTTP_WELBY_WAF_DETECT) {
+        return WELBY_REASON_WAF_BLOCK;
+    }
+
+    if (ngx_http_welby_waf_list(r, res, &list) != NGX_OK) {
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "welby: waf detect id:%V response rules:%V",
+                  &ctx->request_id, &list);
+
+    if (ctx->reason == WELBY_REASON_NONE) {
+        ctx->reason = WELBY_REASON_WAF_BLOCK;
+        ctx->step = &ngx_http_welby_waf_step_name;
+    }
+
+    if (ctx->decision != NGX_HTTP_WELBY_DECISION_DENY) {
+        ctx->decision = NGX_HTTP_WELBY_DECISION_DETECT;
+    }
+
+    return WELBY_REASON_NONE;
 }
 
 

@@ -30,6 +30,7 @@ struct ngx_http_welby_waf_result_s {
     ngx_int_t                   score;      /* -1: not reported */
     ngx_uint_t                  status;     /* the intervention's, or 0 */
     ngx_str_t                   location;   /* a redirect's, or empty */
+    void                       *transaction;    /* freed by a cleanup */
     unsigned                    ran:1;
     unsigned                    intervened:1;
 };
@@ -43,6 +44,18 @@ char *ngx_http_welby_waf_merge(ngx_conf_t *cf,
 
 welby_reason_e ngx_http_welby_waf(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/*
+ * Response inspection (welby_waf_response on), called by the response
+ * filters (ngx_http_welby_response.c) on the answer they hold: its
+ * status and headers, then its body.  WELBY_REASON_WAF_BLOCK when the
+ * rules intervene and the location enforces.
+ */
+welby_reason_e ngx_http_welby_waf_response_headers(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+welby_reason_e ngx_http_welby_waf_response_body(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
+    u_char *data, size_t len);
 
 ngx_int_t ngx_http_welby_waf_rules_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
