@@ -33,6 +33,7 @@ static ngx_int_t ngx_http_welby_response_body(ngx_http_request_t *r,
     ngx_chain_t *in);
 static welby_reason_e ngx_http_welby_response_verifiable(
     ngx_http_request_t *r, ngx_http_welby_loc_conf_t *wlcf);
+static ngx_uint_t ngx_http_welby_response_encoded(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_welby_response_json_type(ngx_str_t *type);
 static ngx_int_t ngx_http_welby_response_add(ngx_http_request_t *r,
     ngx_http_welby_response_t *resp, ngx_buf_t *b, size_t max);
@@ -153,6 +154,18 @@ ngx_http_welby_response_header(ngx_http_request_t *r)
         /* the WAF sees every answer, errors included: its status first */
 
         reason = ngx_http_welby_waf_response_headers(r, ctx, wlcf);
+
+        /*
+         * A compressed body is not what the rules match: a backend that
+         * compresses what the client did not ask for is not read.
+         */
+
+        if (reason == WELBY_REASON_NONE && !r->header_only
+            && r->method != NGX_HTTP_HEAD
+            && ngx_http_welby_response_encoded(r))
+        {
+            reason = WELBY_REASON_RESPONSE_UNVERIFIABLE;
+        }
 
         if (reason != WELBY_REASON_NONE
             && ngx_http_welby_response_record(r, ctx, wlcf, reason))
@@ -334,10 +347,6 @@ static welby_reason_e
 ngx_http_welby_response_verifiable(ngx_http_request_t *r,
     ngx_http_welby_loc_conf_t *wlcf)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
     /*
      * A HEAD has no body to check (r->header_only is set for it only by
      * nginx's header filter, after this one).
@@ -349,7 +358,32 @@ ngx_http_welby_response_verifiable(ngx_http_request_t *r,
         return WELBY_REASON_RESPONSE_UNVERIFIABLE;
     }
 
-    /* every Content-Encoding line counts, not only the one nginx keeps */
+    if (ngx_http_welby_response_encoded(r)) {
+        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+    }
+
+    if (!ngx_http_welby_response_json_type(&r->headers_out.content_type)) {
+        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+    }
+
+    if (r->headers_out.content_length_n > 0
+        && (uint64_t) r->headers_out.content_length_n
+           > (uint64_t) wlcf->fhir_response_max)
+    {
+        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+    }
+
+    return WELBY_REASON_NONE;
+}
+
+
+/* every Content-Encoding line counts, not only the one nginx keeps */
+static ngx_uint_t
+ngx_http_welby_response_encoded(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
 
     for (part = &r->headers_out.headers.part; part; part = part->next) {
         h = part->elts;
@@ -370,23 +404,12 @@ ngx_http_welby_response_verifiable(ngx_http_request_t *r,
                                    h[i].value.len)
                    != 0)
             {
-                return WELBY_REASON_RESPONSE_UNVERIFIABLE;
+                return 1;
             }
         }
     }
 
-    if (!ngx_http_welby_response_json_type(&r->headers_out.content_type)) {
-        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
-    }
-
-    if (r->headers_out.content_length_n > 0
-        && (uint64_t) r->headers_out.content_length_n
-           > (uint64_t) wlcf->fhir_response_max)
-    {
-        return WELBY_REASON_RESPONSE_UNVERIFIABLE;
-    }
-
-    return WELBY_REASON_NONE;
+    return 0;
 }
 
 

@@ -681,7 +681,7 @@ welby_reason_e
 ngx_http_welby_waf_response_headers(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
 {
-    u_char                       *p;
+    u_char                       *p, *q, *end;
     ngx_uint_t                    i;
     Transaction                  *t;
     ngx_list_part_t              *part;
@@ -696,10 +696,36 @@ ngx_http_welby_waf_response_headers(ngx_http_request_t *r,
 
     /* what nginx keeps out of the list, as its header filter writes it */
 
+    /*
+     * libmodsecurity compares the type before any ';' with
+     * SecResponseBodyMimeType as it is: "TEXT/PLAIN" or "text/plain ;"
+     * would leave the body unread.  The type goes lowercased, without the
+     * blanks around it, its parameters as they are.
+     */
+
     if (r->headers_out.content_type.len) {
+        p = ngx_pnalloc(r->pool, r->headers_out.content_type.len);
+        if (p == NULL) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        q = r->headers_out.content_type.data;
+        end = q + r->headers_out.content_type.len;
+
+        while (q < end && (*q == ' ' || *q == '\t')) {
+            q++;
+        }
+
+        for (i = 0; q < end && *q != ';'; q++) {
+            if (*q != ' ' && *q != '\t') {
+                p[i++] = ngx_tolower(*q);
+            }
+        }
+
+        ngx_memcpy(p + i, q, end - q);
+
         msc_add_n_response_header(t, content_type, sizeof(content_type) - 1,
-                                  r->headers_out.content_type.data,
-                                  r->headers_out.content_type.len);
+                                  p, i + (end - q));
     }
 
     if (r->headers_out.content_length_n >= 0) {
