@@ -239,11 +239,29 @@ ngx_http_welby_response_body(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_http_welby_response_t  *resp;
     ngx_http_welby_loc_conf_t  *wlcf;
 
+    ctx = ngx_http_welby_get_ctx(r);
+
     if (r != r->main) {
+
+        /*
+         * A subrequest's answer (an SSI include, add_after_body) goes into
+         * the inspected one unread by the rules: where the WAF reads the
+         * answer, none is sent, and the answer is cut short.
+         */
+
+        if (ctx != NULL && ctx->response != NULL && ctx->response->waf) {
+            for (cl = in; cl; cl = cl->next) {
+                if (ngx_buf_size(cl->buf) > 0) {
+                    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                                  "welby: id:%V a subrequest's answer "
+                                  "cannot be inspected", &ctx->request_id);
+                    return NGX_ERROR;
+                }
+            }
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
-
-    ctx = ngx_http_welby_get_ctx(r);
 
     if (ctx == NULL || ctx->response == NULL
         || ctx->response->state == NGX_HTTP_WELBY_RESPONSE_PASS)
