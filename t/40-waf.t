@@ -17,7 +17,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use JSON::XS ();
 use Welby::Nginx qw(http http_req parse_response);
 use Welby::JWT qw(gen_key jwt write_jwks);
 
@@ -142,34 +141,14 @@ EOF
 $t->run()->plan(63);
 
 sub req { parse_response(http_req(@_)) }
+sub rec { $t->audit_record($_[0]) }
+sub rid { $_[0] ? $_[0]->request_id : '' }
+sub code { $_[0] && $_[0]->reason_code }
+sub nodebug { $t->log_entries($_[0]) }
 
-sub rec {
-    my ($id) = @_;
-    my $rec;
-    $t->wait_for_file('audit.log', sub {
-        for (split /\n/, $_[0]) {
-            my $j = eval { JSON::XS::decode_json($_) } or next;
-            if ($j->{id} eq $id) { $rec = $j; return 1 }
-        }
-        return 0;
-    });
-    return $rec;
-}
 
-# error.log's entries above debug (nginx's debug entries quote request
-# lines, and some go on over several lines)
-sub nodebug {
-    return join "\n", grep { m{^\d{4}/\d\d/\d\d [\d:]+ \[(?!debug)} }
-        split /\n/, $t->read_file($_[0]);
-}
 
-sub rid { my ($r) = @_; return $r ? scalar $r->header('X-Request-Id') : '' }
 
-sub code {
-    my ($r) = @_;
-    my $j = $r && eval { $r->json };
-    return $j && $j->{issue}[0]{details}{coding}[0]{code};
-}
 
 ###############################################################################
 # allowed, refused, and what the record says

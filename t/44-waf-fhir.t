@@ -13,7 +13,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use JSON::XS ();
 use Welby::Nginx qw(http parse_response);
 use Welby::JWT qw(gen_key jwt write_jwks);
 use Welby::WAF qw(waf_conf);
@@ -75,15 +74,7 @@ sub send_req {
         . 'Content-Length: ' . length($body) . "\r\n" if defined $body;
     $req .= "\r\n" . ($body // '');
     my $r = parse_response(http($req));
-    my $id = $r && $r->header('X-Request-Id');
-    my $rec;
-    $t->wait_for(sub {
-        ($rec) = grep { ($_->{id} // '') eq ($id // '-') }
-            map { eval { JSON::XS->new->decode($_) } // {} }
-            split /\n/, $t->read_file('audit.log');
-        return $rec;
-    });
-    $rec //= {};
+    my $rec = $t->audit_record($r && $r->request_id) // {};
     return sprintf '%d %s %s', $r ? $r->status : 0, $rec->{reason} // '-',
         $rec->{waf} ? 'waf:' . join(',', @{ $rec->{waf}{rules} // [] })
                       . ' score:' . ($rec->{waf}{score} // '-')

@@ -627,6 +627,41 @@ sub wait_for_log {
     return @lines;
 }
 
+=head2 audit_record($id, [$file])
+
+Waits (up to 10 s) for the audit record of request id $id in audit.log
+(or $file) and returns it decoded, or undef.
+
+=cut
+
+sub audit_record {
+    my ($self, $id, $file) = @_;
+    my $rec;
+    require JSON::PP;
+    $self->wait_for_file($file // 'audit.log', sub {
+        for (split /\n/, $_[0]) {
+            my $j = eval { JSON::PP->new->utf8->decode($_) } or next;
+            if (($j->{id} // '') eq ($id // '-')) { $rec = $j; return 1 }
+        }
+        return 0;
+    });
+    return $rec;
+}
+
+=head2 log_entries([$name])
+
+error.log (or $name) without nginx's debug entries, which quote request
+lines and some of which go on over several lines: only the entries at
+another level, one per line.
+
+=cut
+
+sub log_entries {
+    my ($self, $name) = @_;
+    return join "\n", grep { m{^\d{4}/\d\d/\d\d [\d:]+ \[(?!debug)} }
+        split /\n/, $self->read_file($name // 'error.log');
+}
+
 =head2 plan($n)
 
 Declares $n tests plus 1 for the automatic teardown log check.
@@ -948,6 +983,16 @@ sub header_names {
     my ($self) = @_;
     my %seen;
     return grep { !$seen{lc $_}++ } map { $_->[0] } @{ $self->{headers} };
+}
+
+# the request id the gateway answered with
+sub request_id { scalar $_[0]->header('X-Request-Id') }
+
+# the reason code of a refusal's OperationOutcome, or undef
+sub reason_code {
+    my ($self) = @_;
+    my $j = $self->json;
+    return ref $j eq 'HASH' ? $j->{issue}[0]{details}{coding}[0]{code} : undef;
 }
 
 # decoded JSON body, or undef if the body is not valid JSON
