@@ -65,7 +65,9 @@ static ngx_str_t  ngx_http_welby_alert_zone_name =
  * welby_alert <event> <count>/<window> [severity=<severity>]
  *
  * events: auth_failures, auth_failures_per_ip, refusals,
- * reason:<code>, upstream_5xx
+ * reason:<code>, upstream_5xx, waf_block, and what limits and detectors
+ * found: rate_limited, geo_denied, auth_throttled, enumeration,
+ * impossible_travel (in detect and alert modes too)
  */
 char *
 ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -127,6 +129,26 @@ ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         rule->event = NGX_HTTP_WELBY_ALERT_REASON;
         rule->reason = WELBY_REASON_WAF_BLOCK;
 
+    } else if (ngx_strcmp(value[1].data, "rate_limited") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_DETECTED;
+        rule->detected = NGX_HTTP_WELBY_DETECTED_RATE;
+
+    } else if (ngx_strcmp(value[1].data, "geo_denied") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_DETECTED;
+        rule->detected = NGX_HTTP_WELBY_DETECTED_GEO;
+
+    } else if (ngx_strcmp(value[1].data, "auth_throttled") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_DETECTED;
+        rule->detected = NGX_HTTP_WELBY_DETECTED_THROTTLE;
+
+    } else if (ngx_strcmp(value[1].data, "enumeration") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_DETECTED;
+        rule->detected = NGX_HTTP_WELBY_DETECTED_ENUMERATION;
+
+    } else if (ngx_strcmp(value[1].data, "impossible_travel") == 0) {
+        rule->event = NGX_HTTP_WELBY_ALERT_DETECTED;
+        rule->detected = NGX_HTTP_WELBY_DETECTED_TRAVEL;
+
     } else if (ngx_strncmp(value[1].data, "reason:", 7) == 0) {
         rule->event = NGX_HTTP_WELBY_ALERT_REASON;
         rule->reason = welby_reason_find(value[1].data + 7, value[1].len - 7);
@@ -143,8 +165,11 @@ ngx_http_welby_alert(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown welby_alert event \"%V\", it must be "
                            "\"auth_failures\", \"auth_failures_per_ip\", "
-                           "\"refusals\", \"upstream_5xx\", \"waf_block\" or "
-                           "\"reason:<code>\"", &value[1]);
+                           "\"refusals\", \"upstream_5xx\", \"waf_block\", "
+                           "\"rate_limited\", \"geo_denied\", "
+                           "\"auth_throttled\", \"enumeration\", "
+                           "\"impossible_travel\" or \"reason:<code>\"",
+                           &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -345,6 +370,9 @@ ngx_http_welby_alert_matches(ngx_http_welby_alert_t *rule,
 
     case NGX_HTTP_WELBY_ALERT_REASON:
         return ctx->reason == rule->reason;
+
+    case NGX_HTTP_WELBY_ALERT_DETECTED:
+        return (ctx->detected & rule->detected) != 0;
 
     default: /* NGX_HTTP_WELBY_ALERT_UPSTREAM */
         return upstream_status >= 500;

@@ -782,6 +782,11 @@ ngx_http_welby_rerun(ngx_http_welby_ctx_t *ctx)
     ctx->refusal_status = 0;
 
     /*
+     * ctx->detected stays: what a limit or a detector of the first
+     * location counted was counted, and its alerts count it once.
+     */
+
+    /*
      * A read that nginx ended (a 413 sent to error_page) is over: only a
      * body read whole counts as read.
      */

@@ -115,6 +115,18 @@ typedef struct {
 #define NGX_HTTP_WELBY_ALERT_REFUSAL   2
 #define NGX_HTTP_WELBY_ALERT_REASON    3
 #define NGX_HTTP_WELBY_ALERT_UPSTREAM  4
+#define NGX_HTTP_WELBY_ALERT_DETECTED  5
+
+
+/*
+ * What the limits and the detectors found in a request, refused or not
+ * (detect and alert modes): ctx->detected, counted by welby_alert.
+ */
+#define NGX_HTTP_WELBY_DETECTED_RATE         0x01
+#define NGX_HTTP_WELBY_DETECTED_GEO          0x02
+#define NGX_HTTP_WELBY_DETECTED_THROTTLE     0x04
+#define NGX_HTTP_WELBY_DETECTED_ENUMERATION  0x08
+#define NGX_HTTP_WELBY_DETECTED_TRAVEL       0x10
 
 
 typedef struct {
@@ -122,6 +134,7 @@ typedef struct {
     ngx_uint_t                  event;      /* NGX_HTTP_WELBY_ALERT_* */
     ngx_uint_t                  per_ip;
     welby_reason_e              reason;
+    ngx_uint_t                  detected;   /* NGX_HTTP_WELBY_DETECTED_* */
     ngx_uint_t                  threshold;
     ngx_msec_t                  window;
     ngx_uint_t                  severity;   /* welby_audit_severity_e */
@@ -292,6 +305,9 @@ typedef struct {
 
     /* the refusal's status when not the reason's (0) */
     ngx_uint_t                  refusal_status;
+
+    /* NGX_HTTP_WELBY_DETECTED_*: what limits and detectors found */
+    ngx_uint_t                  detected;
 } ngx_http_welby_ctx_t;
 
 

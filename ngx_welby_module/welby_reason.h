@@ -112,6 +112,16 @@
       "The answer could not be checked.", NULL)                            \
     X(WAF_BLOCK, "waf_block", 403, "security",                              \
       "The request was refused by a security rule.", NULL)                 \
+    X(RATE_LIMITED, "rate_limited", 429, "throttled",                       \
+      "Too many requests.", NULL)                                          \
+    X(GEO_DENIED, "geo_denied", 403, "security",                            \
+      "Requests from this location are not accepted here.", NULL)          \
+    X(AUTH_THROTTLED, "auth_throttled", 429, "throttled",                   \
+      "Too many failed authentications.", NULL)                            \
+    X(ENUMERATION, "enumeration", 403, "security",                          \
+      "Too many patients reached in a short time.", NULL)                  \
+    X(IMPOSSIBLE_TRAVEL, "impossible_travel", 403, "security",              \
+      "The access token was used from another country too soon.", NULL)   \
     X(INTERNAL_ERROR, "internal_error", 500, "exception",                   \
       "The request could not be checked.", NULL)
 

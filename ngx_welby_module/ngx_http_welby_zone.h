@@ -1,0 +1,67 @@
+/*
+ * Keyed state in shared memory (welby_zone): what rate limits and the
+ * threat detectors remember of a key (an address, a subject, a client),
+ * counted by all workers together.  A zone is a slab pool with an rbtree
+ * of records and an LRU queue, as in the limit_req module; a full zone
+ * forgets the record used longest ago.  Users never see the layout: they
+ * change one record at a time under the zone's lock through a callback,
+ * so that a later store (shared between nodes) can take its place behind
+ * the same functions.
+ */
+
+#ifndef NGX_HTTP_WELBY_ZONE_H
+#define NGX_HTTP_WELBY_ZONE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+/*
+ * What a user does with one record, under the zone's lock.  `data` is
+ * the record's `size` bytes, zeroed when the record is new (`fresh` 1:
+ * never seen, expired, evicted, or of another size).  `now` is the
+ * caller's time in nanoseconds since the epoch.  The callback returns
+ * the time (ns since the epoch) until which the record must be kept;
+ * after it, the record counts as new again and may be freed.  It must
+ * not block, allocate or log.
+ */
+typedef int64_t (*ngx_http_welby_zone_update_pt)(void *data,
+    ngx_uint_t fresh, int64_t now, void *arg);
+
+
+/*
+ * At configuration time: the zone named `name`, for a user.  The zone
+ * itself is declared by "welby_zone name size;" (http), before
+ * or after its users; a name never declared fails nginx -t.
+ */
+ngx_shm_zone_t *ngx_http_welby_zone_use(ngx_conf_t *cf, ngx_str_t *name);
+
+/*
+ * A namespace inside a zone: records of different users (two limits, a
+ * limit and a detector) never meet, and the same name keeps its records
+ * across a reload.
+ */
+uint32_t ngx_http_welby_zone_space(ngx_str_t *kind, ngx_str_t *name);
+
+/*
+ * Finds or creates the record of (space, key) and runs `update` on it.
+ * NGX_OK, or NGX_ERROR when no record can be had even after forgetting
+ * the oldest (the caller fails closed).  Keys longer than 65535 bytes are
+ * an error.
+ */
+ngx_int_t ngx_http_welby_zone_update(ngx_shm_zone_t *zone, uint32_t space,
+    ngx_str_t *key, size_t size, ngx_http_welby_zone_update_pt update,
+    void *arg, ngx_log_t *log);
+
+/* Bytes in use and the zone's size, for the metrics. */
+void ngx_http_welby_zone_usage(ngx_shm_zone_t *zone, size_t *used,
+    size_t *size);
+
+/* Records forgotten because the zone was full, since it was created. */
+ngx_atomic_uint_t ngx_http_welby_zone_evictions(ngx_shm_zone_t *zone);
+
+/* The time now, in nanoseconds since the epoch (CLOCK_REALTIME). */
+int64_t ngx_http_welby_now_ns(void);
+
+#endif /* NGX_HTTP_WELBY_ZONE_H */
