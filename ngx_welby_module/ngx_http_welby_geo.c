@@ -49,6 +49,7 @@ struct ngx_http_welby_geo_list_s {
 /* what a file of one kind must be */
 typedef struct {
     const char                 *name;
+    const char                 *a_name;   /* with its article */
     const char                **types;    /* database_type families */
     const char                 *path[3];  /* what its records hold */
     uint32_t                    data_type;
@@ -102,6 +103,7 @@ static const char  *ngx_http_welby_geo_asn_types[] = {
 
 static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_country_kind = {
     "country",
+    "a country",
     ngx_http_welby_geo_country_types,
     { "country", "iso_code", NULL },
     MMDB_DATA_TYPE_UTF8_STRING,
@@ -110,6 +112,7 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_country_kind = {
 
 static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
     "ASN",
+    "an ASN",
     ngx_http_welby_geo_asn_types,
     { "autonomous_system_number", NULL, NULL },
     MMDB_DATA_TYPE_UINT32,
@@ -226,8 +229,8 @@ ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
     if (type == NULL || ngx_http_welby_geo_type(type, kind) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "welby_geoip2: \"%V\" is a \"%s\" database, "
-                           "not a %s database", &db->file,
-                           type ? type : "(untyped)", kind->name);
+                           "not %s database", &db->file,
+                           type ? type : "(untyped)", kind->a_name);
         return NGX_CONF_ERROR;
     }
 
@@ -321,8 +324,8 @@ ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
     if (found == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "welby_geoip2: \"%V\" has no record with %s: "
-                           "not a %s database", &db->file, kind->what,
-                           kind->name);
+                           "not %s database", &db->file, kind->what,
+                           kind->a_name);
         return NGX_CONF_ERROR;
     }
 

@@ -133,6 +133,26 @@ http {
         }
     }
 
+    # the address changes between two locations of one request: realip
+    # only in the one an internal redirect leads to
+    server {
+        listen 127.0.0.1:%%PORT_8087%%;
+
+        welby on;
+        welby_geo_allow JP;
+        add_header X-Country $welby_country always;
+
+        location /first/ {
+            try_files /nonexistent @second;
+        }
+
+        location @second {
+            set_real_ip_from 127.0.0.1;
+            real_ip_header X-Forwarded-For;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+    }
+
     # no welby here: the variables still answer
     server {
         listen 127.0.0.1:%%PORT_8084%%;
@@ -154,7 +174,7 @@ $conf =~ s/%%LISTEN_MAPPED%%/$mapped
     ? 'listen [::ffff:127.0.0.1]:%%PORT_8086%% ipv6only=off;' : ''/e;
 $t->write_file_expand('nginx.conf', $conf);
 
-$t->run()->plan(65);
+$t->run()->plan(67);
 
 sub get {
     my ($uri, $from, %o) = @_;
@@ -335,6 +355,16 @@ is(hdr($r, 'X-Country'), 'US', 'realip: its own country (US) counts');
 $r = get('/x', undef, port => $p,
     headers => ['X-Forwarded-For: 127.0.9.3']);
 is(status($r), 403, 'realip: forwarded for an unknown address, refused');
+
+###############################################################################
+# looked up again when the address changes within one request
+
+$r = get('/first/x', undef, port => $t->port(8087),
+    headers => ['X-Forwarded-For: 127.0.2.9']);
+is(status($r), 403,
+    'redirect: 127.0.0.1 (JP) passed /first/, realip in @second makes it '
+    . 'US: refused');
+is(hdr($r, 'X-Country'), 'US', 'redirect: $welby_country of the new address');
 
 ###############################################################################
 # the variables outside welby
