@@ -711,9 +711,10 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: pipeline run id:%V from step %ui",
-                   &ctx->request_id, ctx->step_next);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: pipeline run id:%V from step %ui (%V)",
+                   &ctx->request_id, ctx->step_next,
+                   &ngx_http_welby_steps[ctx->step_next].name);
 
     for (step = &ngx_http_welby_steps[ctx->step_next];
          step->handler;
