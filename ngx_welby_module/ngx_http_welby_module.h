@@ -141,6 +141,9 @@ typedef struct {
 } ngx_http_welby_alert_t;
 
 
+typedef struct ngx_http_welby_metrics_s  ngx_http_welby_metrics_t;
+
+
 typedef struct {
     ngx_flag_t                  used;
 
@@ -175,6 +178,9 @@ typedef struct {
      * distinct welby_waf_rules list (ngx_http_welby_waf.c) */
     void                       *waf_msc;
     ngx_array_t                *waf_sets;
+
+    /* counters and their zone, private to ngx_http_welby_metrics.c */
+    ngx_http_welby_metrics_t   *metrics;
 
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;
