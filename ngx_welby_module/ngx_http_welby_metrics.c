@@ -17,6 +17,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_metrics.h"
+#include "ngx_http_welby_zone.h"
 
 
 /* first in the header in every version, so any version can read it */
@@ -1218,31 +1219,39 @@ ngx_http_welby_metrics_write(ngx_http_welby_metrics_page_t *pg,
 
 
 /*
- * Every shared zone of the module: the token cache, the alerts', the
- * welby_zone zones, this one.  A slab zone's used bytes are what is not
- * free pages: its own header and partly used pages count as used.
+ * Every shared zone of the module: the token cache, the alerts', this
+ * one, and the welby_zone zones of the limits and detectors (with their
+ * evictions).  A slab zone's used bytes are what is not free pages: its
+ * own header and partly used pages count as used.
  */
 static void
 ngx_http_welby_metrics_zones(ngx_http_welby_metrics_page_t *pg)
 {
     size_t            size, used;
-    ngx_uint_t        i, pass;
+    uint64_t          value;
+    ngx_uint_t        i, pass, keyed;
     ngx_list_part_t  *part;
     ngx_shm_zone_t   *zone;
     ngx_slab_pool_t  *shpool;
 
     static const char  *names[] = { "welby_zone_size_bytes",
-                                    "welby_zone_used_bytes" };
+                                    "welby_zone_used_bytes",
+                                    "welby_zone_evictions_total" };
+
+    static const char  *types[] = { "gauge", "gauge", "counter" };
 
     static const char  *helps[] = {
         "Size of each shared memory zone of the gateway.",
         "Bytes of each shared memory zone of the gateway not free for "
-        "new records."
+        "new records.",
+        "Records a welby_zone forgot, the oldest first, because it was "
+        "full, since the zone was created."
     };
 
-    for (pass = 0; pass < 2; pass++) {
+    for (pass = 0; pass < 3; pass++) {
 
-        ngx_http_welby_metrics_family(pg, names[pass], "gauge", helps[pass]);
+        ngx_http_welby_metrics_family(pg, names[pass], types[pass],
+                                      helps[pass]);
 
         part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
         zone = part->elts;
@@ -1259,20 +1268,40 @@ ngx_http_welby_metrics_zones(ngx_http_welby_metrics_page_t *pg)
                 i = 0;
             }
 
-            if (zone[i].tag != &ngx_http_welby_module
-                || zone[i].shm.addr == NULL)
+            if (zone[i].shm.addr == NULL) {
+                continue;
+            }
+
+            keyed = ngx_http_welby_zone_is(&zone[i]);
+
+            if (!keyed && (zone[i].tag != &ngx_http_welby_module || pass == 2))
             {
                 continue;
             }
 
-            size = zone[i].shm.size;
+            if (keyed) {
+                ngx_http_welby_zone_usage(&zone[i], &used, &size);
 
-            shpool = (ngx_slab_pool_t *) zone[i].shm.addr;
-            used = size - ngx_min(size, shpool->pfree * ngx_pagesize);
+            } else {
+                size = zone[i].shm.size;
+                shpool = (ngx_slab_pool_t *) zone[i].shm.addr;
+                used = size - ngx_min(size, shpool->pfree * ngx_pagesize);
+            }
+
+            switch (pass) {
+            case 0:
+                value = size;
+                break;
+            case 1:
+                value = used;
+                break;
+            default:
+                value = ngx_http_welby_zone_evictions(&zone[i]);
+            }
 
             ngx_http_welby_metrics_line(pg, names[pass], "zone",
                                         &zone[i].shm.name, NULL, NULL,
-                                        pass ? used : size, NULL);
+                                        value, NULL);
         }
     }
 }

@@ -54,6 +54,7 @@ http {
     welby_issuer https://issuer.test keys=%%TESTDIR%%/keys.jwks
                  audience=https://fhir.test;
     welby_token_cache zone=tokens:1m;
+    welby_zone keyed 64k;
     welby_waf_rules %%TESTDIR%%/rules.conf;
 
     welby_audit_log %%TESTDIR%%/audit.log;
@@ -132,7 +133,7 @@ $written =~ s/^worker_processes 1;$/worker_processes 2;/m
     or die "no worker_processes line in the test globals\n";
 $t->write_file('nginx.conf', $written);
 
-$t->run()->plan(61);
+$t->run()->plan(63);
 
 sub token { jwt(key => $_[0], set => { iss => $ISS, aud => $AUD, @_[1 .. $#_] }) }
 
@@ -329,9 +330,13 @@ is(prom_value($p, 'welby_build_info', nginx_version => '1.22.1',
 my $size = prom_series($p, 'welby_zone_size_bytes');
 my $used = prom_series($p, 'welby_zone_used_bytes');
 is(join(' ', sort keys %$size),
-    'zone="tokens" zone="welby_alerts" zone="welby_metrics"',
-    'zone sizes: the token cache, the alerts\' and the metrics\' zone');
+    'zone="keyed" zone="tokens" zone="welby_alerts" zone="welby_metrics"',
+    'zone sizes: a welby_zone, the token cache, the alerts\' and the '
+    . 'metrics\' zone');
 is($size->{'zone="tokens"'}, 1048576, 'the token cache as configured, 1m');
+is($size->{'zone="keyed"'}, 65536, 'the welby_zone as configured, 64k');
+is_deeply(prom_series($p, 'welby_zone_evictions_total'), {
+    'zone="keyed"' => 0 }, 'evictions: of the welby_zone, none');
 is(join(' ', sort keys %$used), join(' ', sort keys %$size),
     'zone use: the same zones');
 ok(!grep({ $used->{$_} <= 0 || $used->{$_} > $size->{$_} } keys %$size),
