@@ -996,15 +996,25 @@ ngx_http_welby_metrics_write(ngx_http_welby_metrics_page_t *pg,
 
     ngx_http_welby_metrics_family(pg, "welby_requests_total", "counter",
         "Requests of the audit trail, once each in the log phase, by the "
-        "gateway's decision and reason code (none when allowed); a series "
-        "appears with its first request.");
+        "gateway's decision and reason code (none when allowed); detect "
+        "and none series appear with their first request.");
 
     for (d = 0; d < NGX_HTTP_WELBY_METRICS_DECISIONS; d++) {
         for (i = 0; i < WELBY_REASON_COUNT; i++) {
             v = total[NGX_HTTP_WELBY_METRIC_REQUESTS
                       + d * WELBY_REASON_COUNT + i];
 
-            if (v == 0) {
+            /*
+             * Allowed and refused requests are always shown, so that a
+             * rule's increase() sees the first refusal of a reason.
+             */
+
+            if (v == 0
+                && !(d == NGX_HTTP_WELBY_DECISION_ALLOW
+                     && i == WELBY_REASON_NONE)
+                && !(d == NGX_HTTP_WELBY_DECISION_DENY
+                     && i != WELBY_REASON_NONE))
+            {
                 continue;
             }
 

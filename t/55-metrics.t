@@ -133,7 +133,7 @@ $written =~ s/^worker_processes 1;$/worker_processes 2;/m
     or die "no worker_processes line in the test globals\n";
 $t->write_file('nginx.conf', $written);
 
-$t->run()->plan(63);
+$t->run()->plan(64);
 
 sub token { jwt(key => $_[0], set => { iss => $ISS, aud => $AUD, @_[1 .. $#_] }) }
 
@@ -262,7 +262,17 @@ my @pids = keys %{{ map { /^(\d+) / ? ($1 => 1) : () }
     split /\n/, $t->read_file('pids.log') }};
 is(scalar @pids, 2, 'both workers served requests');
 
-is_deeply(prom_series($p, 'welby_requests_total'), {
+# the refusal reasons, as welby_reason.h lists them
+my @codes = $t->read_file("$FindBin::Bin/../ngx_welby_module/welby_reason.h")
+    =~ /^\s+X\(\w+, "([a-z_0-9]+)"/mg;
+
+my $requests = prom_series($p, 'welby_requests_total');
+is(join(' ', sort map { /^decision="deny",reason="(.*)"$/ ? $1 : () }
+    keys %$requests), join(' ', sort @codes),
+    'welby_requests_total: every refusal reason (' . @codes . ') shown, at 0 '
+    . 'before its first');
+is_deeply({ map { $requests->{$_} ? ($_ => $requests->{$_}) : () }
+    keys %$requests }, {
     'decision="allow",reason="none"' => 13,
     'decision="deny",reason="token_missing"' => 5,
     'decision="deny",reason="method_not_allowed"' => 3,
