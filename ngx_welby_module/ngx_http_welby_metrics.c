@@ -67,7 +67,6 @@ struct ngx_http_welby_metrics_s {
     ngx_atomic_t               *row;        /* this worker's, or NULL */
     ngx_uint_t                  slots;
     ngx_uint_t                  named;
-    ngx_uint_t                  handler;    /* a welby_metrics location */
 };
 
 
@@ -428,7 +427,6 @@ ngx_http_welby_metrics_alert(ngx_http_welby_alert_t *rule)
 char *
 ngx_http_welby_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_welby_metrics_t  *m;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
@@ -437,12 +435,12 @@ ngx_http_welby_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    m = ngx_http_welby_metrics_conf(cf);
-    if (m == NULL) {
+    /* the zone is made for the page even where no location says welby on */
+
+    if (ngx_http_welby_metrics_conf(cf) == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    m->handler = 1;
     clcf->handler = ngx_http_welby_metrics_handler;
 
     return NGX_CONF_OK;
