@@ -211,6 +211,9 @@ typedef struct {
 
     size_t                      body_max_size;
 
+    ngx_array_t                *limits;         /* welby_limit rules */
+    ngx_flag_t                  limit_headers;
+
     ngx_uint_t                  waf;            /* NGX_HTTP_WELBY_WAF_* */
     ngx_flag_t                  waf_response;
     ngx_array_t                *waf_files;      /* ngx_str_t, full names */
@@ -229,6 +232,9 @@ typedef struct {
 
 /* the response check's state, private to ngx_http_welby_response.c */
 typedef struct ngx_http_welby_response_s  ngx_http_welby_response_t;
+
+/* what the limits charged and found, private to ngx_http_welby_limit.c */
+typedef struct ngx_http_welby_limit_ctx_s  ngx_http_welby_limit_ctx_t;
 
 /* what the waf step found (ngx_http_welby_waf.h) */
 typedef struct ngx_http_welby_waf_result_s  ngx_http_welby_waf_result_t;
@@ -308,6 +314,9 @@ typedef struct {
 
     /* NGX_HTTP_WELBY_DETECTED_*: what limits and detectors found */
     ngx_uint_t                  detected;
+
+    /* the limits' state of the request, or NULL: kept across reruns */
+    ngx_http_welby_limit_ctx_t *limit;
 } ngx_http_welby_ctx_t;
 
 
