@@ -18,6 +18,7 @@ use Test::More;
 use IO::Socket::IP;
 use IO::Select;
 use POSIX ();
+use JSON::PP;
 use Time::HiRes qw(time);
 use Welby::Nginx qw(http_req parse_response);
 use Welby::JWT qw(gen_key jwt write_jwks);
@@ -44,6 +45,7 @@ http {
     welby_issuer https://other.test keys=%%TESTDIR%%/keys2.jwks
                  audience=https://fhir.test;
     welby_audit_log %%TESTDIR%%/audit.log;
+    welby_alert rate_limited 3/10m;
 
     welby_zone limits 1m;
     welby_zone other 64k;
@@ -175,7 +177,7 @@ $conf =~ s/^worker_processes 1;$/worker_processes 2;/m
 $t->write_file('nginx.conf', $conf);
 mkdir "$d/empty";
 
-$t->run()->plan(70);
+$t->run()->plan(72);
 
 ###############################################################################
 
@@ -459,5 +461,18 @@ is_deeply(record($r)->{limit}, { name => 'ldry', key => '127.0.1.15' },
     'its record: limit {name: ldry, key: the address}');
 
 ###############################################################################
+
+# welby_alert rate_limited counts what the limits found, refused or not
+
+my @alerts;
+$t->wait_for_file('audit.log', sub {
+    @alerts = grep { $_->{alert} && $_->{alert}{event} eq 'rate_limited' }
+        map { JSON::PP->new->decode($_) } split /\n/, $_[0];
+    return @alerts;
+});
+is(scalar(@alerts), 1, 'welby_alert rate_limited 3/10m: one alert record '
+    . 'in the window');
+is($alerts[0] && $alerts[0]{alert}{count}, 3, 'it fired at the third '
+    . 'request a limit found');
 
 unlike($t->log_entries(), qr/\[error\].*welby/, 'no [error] of the module');
