@@ -13,6 +13,7 @@
 #include "ngx_http_welby_zone.h"
 #include "ngx_http_welby_geo.h"
 #include "ngx_http_welby_metrics.h"
+#include "ngx_http_welby_limit.h"
 
 #include <openssl/rand.h>
 
@@ -192,6 +193,20 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       ngx_http_welby_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("welby_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_welby_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, limit_headers),
       NULL },
 
     { ngx_string("welby_token"),
@@ -432,9 +447,11 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
     { ngx_string("geo"), ngx_http_welby_geo },
+    { ngx_string("limit_address"), ngx_http_welby_limit_address },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
+    { ngx_string("limit_identity"), ngx_http_welby_limit_identity },
     { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
@@ -1014,6 +1031,10 @@ ngx_http_welby_header_filter(ngx_http_request_t *r)
                                    &ctx->request_id)
         == NULL)
     {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_welby_limit_headers(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1998,6 +2019,7 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     ngx_http_welby_policy_create_conf(wlcf);
     ngx_http_welby_waf_create_conf(wlcf);
     ngx_http_welby_geo_create_conf(wlcf);
+    ngx_http_welby_limit_create_conf(wlcf);
 
     return wlcf;
 }
@@ -2038,6 +2060,10 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_welby_geo_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_welby_limit_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
