@@ -18,6 +18,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_limit.h"
+#include "ngx_http_welby_metrics.h"
 #include "ngx_http_welby_zone.h"
 #include "welby_gcra.h"
 
@@ -50,6 +51,7 @@ typedef struct {
     ngx_flag_t                      identity;   /* limit_identity's */
     ngx_flag_t                      detect;     /* mode=detect */
     welby_gcra_limit_t              limit;
+    ngx_uint_t                      metric;     /* rate_limited_total */
 
     /* "name", "name.hour", "name.day" quoted, and each policy item */
     ngx_str_t                       label[WELBY_GCRA_WINDOWS];
@@ -143,7 +145,7 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p, c;
     int64_t                            period;
-    ngx_int_t                          n, burst, hour, day, rate;
+    ngx_int_t                          n, burst, hour, day, rate, metric;
     ngx_str_t                         *value, s, key;
     ngx_uint_t                         i, k;
     ngx_http_welby_limit_rule_t       *rule, *rules;
@@ -397,6 +399,13 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rule->space = ngx_http_welby_zone_space(&ngx_http_welby_limit_kind,
                                             &rule->name);
 
+    metric = ngx_http_welby_metrics_register(cf, "limit", &rule->name);
+    if (metric == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    rule->metric = (ngx_uint_t) metric;
+
     if (ngx_http_welby_limit_policies(cf, rule) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -551,6 +560,7 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         }
 
         ctx->detected |= NGX_HTTP_WELBY_DETECTED_RATE;
+        ngx_http_welby_metrics_add(it[k].rule->metric, 1);
 
         if (!it[k].rule->detect) {
             refused = k;
