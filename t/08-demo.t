@@ -524,6 +524,8 @@ my @refused = (
      qr{code=1%27%20OR}, '403 waf_block'],
     ['a log4j lookup in a write the policy allows',
      qr{ -d "\$J" }, '403 waf_block'],
+    ['a read from 127.0.2.1, US in the demo\'s country database',
+     qr{--interface 127\.0\.2\.1 }, '403 geo_denied'],
 );
 
 my @printed = grep { /^  curl / } split /\n/, $out;
@@ -589,6 +591,21 @@ like($resp, qr/^RateLimit-Policy: "per-subject";q=52;w=26\r?$/mi,
 is(($resp =~ /^Retry-After: 1\r?$/mi) ? 1 : 0,
     $st eq '429 rate_limited' ? 1 : 0,
     'and a Retry-After exactly when it is refused');
+
+# the printed metrics command: the limit's refusals counted exactly (in
+# the step, before each answer), allowed requests among the requests
+my ($metrics) = grep { m{^  curl -s http://127\.0\.0\.1:\d+/metrics } } @printed;
+ok(defined $metrics, 'the demo prints the metrics command');
+$metrics //= 'false';
+$metrics =~ s/\s+#.*\z//;
+my $page = `cd '$repo' && $metrics`;
+my ($limited) = $page
+    =~ /^welby_rate_limited_total\{limit="per-subject"\} (\d+)$/m;
+is($limited, $refused + ($st eq '429 rate_limited' ? 1 : 0),
+    'the printed metrics: welby_rate_limited_total{limit="per-subject"} '
+    . 'is the burst\'s refusals and the request after it');
+like($page, qr/^welby_requests_total\{decision="allow",reason="none"\} [1-9]\d*$/m,
+    'the printed metrics: allowed requests counted');
 
 # a transaction at the base itself (/fhir, no slash), with a token that
 # may write p1's Observations: both entries p1's

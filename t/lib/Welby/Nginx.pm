@@ -306,7 +306,8 @@ Sets the WELBY_DEMO_* variables of this process as well.
 sub demo_start {
     my ($self) = @_;
     my %demo = (dir => "$self->{dir}/demo");
-    @demo{qw(https http backend)} = map { $self->port($_) } (8443, 8080, 8090);
+    @demo{qw(https http backend metrics)} =
+        map { $self->port($_) } (8443, 8080, 8090, 9145);
 
     # in this process too: conf/demo/mint-token finds the demo's keys
     # through WELBY_DEMO_DIR
@@ -314,6 +315,7 @@ sub demo_start {
     $ENV{WELBY_DEMO_HTTPS_PORT} = $demo{https};
     $ENV{WELBY_DEMO_HTTP_PORT} = $demo{http};
     $ENV{WELBY_DEMO_BACKEND_PORT} = $demo{backend};
+    $ENV{WELBY_DEMO_METRICS_PORT} = $demo{metrics};
 
     my $pid = fork() // die "fork: $!";
     if ($pid == 0) {
