@@ -10,6 +10,8 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_throttle.h"
+#include "ngx_http_welby_enumeration.h"
 
 #include <openssl/rand.h>
 
@@ -317,6 +319,20 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       0,
       NULL },
 
+    { ngx_string("welby_auth_throttle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_auth_throttle,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_enumeration"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_enumeration_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_hsts"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_welby_hsts,
@@ -379,9 +395,11 @@ ngx_module_t  ngx_http_welby_module = {
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
+    { ngx_string("auth_throttle"), ngx_http_welby_throttle },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
+    { ngx_string("enumeration"), ngx_http_welby_enumeration },
     { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
@@ -700,6 +718,11 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
         if (rc == WELBY_REASON_NONE) {
             continue;
+        }
+
+        if (step->handler == ngx_http_welby_token) {
+            /* counted before the 401 is sent: the next request sees it */
+            ngx_http_welby_throttle_failed(r, ctx, wlcf, rc);
         }
 
         if (ctx->reason == WELBY_REASON_NONE) {
@@ -1930,6 +1953,10 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     ngx_http_welby_policy_create_conf(wlcf);
     ngx_http_welby_waf_create_conf(wlcf);
 
+    wlcf->throttle = NGX_CONF_UNSET_PTR;
+    wlcf->enumeration = NGX_CONF_UNSET_PTR;
+    wlcf->travel = NGX_CONF_UNSET_PTR;
+
     return wlcf;
 }
 
@@ -1959,6 +1986,10 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               8192);
     ngx_conf_merge_value(conf->token_binding, prev->token_binding, 0);
     ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
+
+    ngx_conf_merge_ptr_value(conf->throttle, prev->throttle, NULL);
+    ngx_conf_merge_ptr_value(conf->enumeration, prev->enumeration, NULL);
+    ngx_conf_merge_ptr_value(conf->travel, prev->travel, NULL);
 
     if (ngx_http_welby_merge_strip(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
