@@ -485,9 +485,8 @@ ngx_http_welby_enumeration_count(void *data, ngx_uint_t fresh, int64_t now,
         a->over = 1;
         rec->crossed = 1;
 
-        copy = rec->set;
-        (void) welby_distinct_add(&copy, h, fr->npatients, &ec->bound, 1);
-        a->count = welby_distinct_estimate(&copy);
+        a->count = welby_distinct_count_with(&rec->set, h, fr->npatients,
+                                             &ec->bound);
 
         if (!rec->alerted) {
             rec->alerted = 1;

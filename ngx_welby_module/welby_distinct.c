@@ -21,6 +21,8 @@
     } while (0)
 
 
+static size_t welby_distinct_fresh(const welby_distinct_t *d,
+    const uint64_t *h, size_t n);
 static int welby_distinct_insert(welby_distinct_t *d, uint64_t h,
     unsigned exact);
 static int welby_distinct_set_bit(welby_distinct_t *d, uint64_t h);
@@ -133,7 +135,7 @@ welby_distinct_add(welby_distinct_t *d, const uint64_t *h, size_t n,
     const welby_distinct_bound_t *b, int force)
 {
     int               grew, over;
-    size_t            i, j, fresh;
+    size_t            i, fresh;
     welby_distinct_t  next;
 
     /*
@@ -145,23 +147,7 @@ welby_distinct_add(welby_distinct_t *d, const uint64_t *h, size_t n,
     fresh = 0;
 
     if (!d->sketch) {
-        for (i = 0; i < n; i++) {
-            for (j = 0; j < d->n && d->u.hash[j] != h[i]; j++) {
-                /* void */
-            }
-
-            if (j < d->n) {
-                continue;
-            }
-
-            for (j = 0; j < i && h[j] != h[i]; j++) {
-                /* void */
-            }
-
-            if (j == i) {
-                fresh++;
-            }
-        }
+        fresh = welby_distinct_fresh(d, h, n);
 
         if (fresh == 0) {
             return WELBY_DISTINCT_SEEN;
@@ -193,6 +179,27 @@ welby_distinct_add(welby_distinct_t *d, const uint64_t *h, size_t n,
 }
 
 
+unsigned
+welby_distinct_count_with(const welby_distinct_t *d, const uint64_t *h,
+    size_t n, const welby_distinct_bound_t *b)
+{
+    size_t            i;
+    welby_distinct_t  next;
+
+    if (!d->sketch) {
+        return d->n + (unsigned) welby_distinct_fresh(d, h, n);
+    }
+
+    next = *d;
+
+    for (i = 0; i < n; i++) {
+        (void) welby_distinct_insert(&next, h[i], b->exact);
+    }
+
+    return welby_distinct_estimate(&next);
+}
+
+
 int
 welby_distinct_exact(const welby_distinct_t *d)
 {
@@ -218,6 +225,36 @@ welby_distinct_estimate(const welby_distinct_t *d)
     }
 
     return (unsigned) (e + 0.5);
+}
+
+
+/* The ids of h[0..n-1] an exact set does not hold, each counted once. */
+static size_t
+welby_distinct_fresh(const welby_distinct_t *d, const uint64_t *h, size_t n)
+{
+    size_t  i, j, fresh;
+
+    fresh = 0;
+
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < d->n && d->u.hash[j] != h[i]; j++) {
+            /* void */
+        }
+
+        if (j < d->n) {
+            continue;
+        }
+
+        for (j = 0; j < i && h[j] != h[i]; j++) {
+            /* void */
+        }
+
+        if (j == i) {
+            fresh++;
+        }
+    }
+
+    return fresh;
 }
 
 

@@ -87,6 +87,14 @@ uint64_t welby_distinct_hash(const welby_distinct_t *d,
 int welby_distinct_add(welby_distinct_t *d, const uint64_t *h, size_t n,
     const welby_distinct_bound_t *b, int force);
 
+/*
+ * The count the set would have with the ids h[0..n-1] added: exact while
+ * the set is (the new ids counted exactly, even past exact=), else the
+ * estimate.  The set is not changed.
+ */
+unsigned welby_distinct_count_with(const welby_distinct_t *d,
+    const uint64_t *h, size_t n, const welby_distinct_bound_t *b);
+
 /* Whether the set still holds its hashes exactly (no bitmap yet). */
 int welby_distinct_exact(const welby_distinct_t *d);
 

@@ -216,6 +216,14 @@ test_exact(void)
        "a request naming seen ids, one twice: seen");
 
     h[0] = id_hash(&d, 1, 8);
+    h[1] = id_hash(&d, 1, 9);
+    h[2] = id_hash(&d, 1, 3);
+    ok(welby_distinct_count_with(&d, h, 1, &b) == 9
+       && welby_distinct_count_with(&d, h, 3, &b) == 10
+       && welby_distinct_estimate(&d) == 8,
+       "the count with the ninth is 9, with a tenth and a seen one 10; "
+       "the set is unchanged");
+
     ok(welby_distinct_add(&d, h, 1, &b, 1) == WELBY_DISTINCT_OVER
        && welby_distinct_estimate(&d) == 9 && !welby_distinct_exact(&d),
        "forced (alert): the ninth added, counted 9 by the bitmap");
@@ -378,6 +386,7 @@ test_decision(void)
         for (seed = 0; seed < SEEDS; seed++) {
             init(&d, seed * 131 + n);
             passed = 0;
+            rc = WELBY_DISTINCT_SEEN;
 
             for (j = 0; j < 4 * n; j++) {
                 h[0] = id_hash(&d, seed, j);
@@ -388,6 +397,12 @@ test_decision(void)
                 }
 
                 passed++;
+            }
+
+            if (rc == WELBY_DISTINCT_OVER && n <= 32
+                && welby_distinct_count_with(&d, h, 1, &b) != n + 1)
+            {
+                sum2 += 1e9;
             }
 
             err = (double) passed - n;
@@ -402,7 +417,7 @@ test_decision(void)
 
         if (n <= 32) {
             ok(sum2 == 0, "patients=%u exact=32: exactly %u pass, the next "
-               "is over, for every key", n, n);
+               "is over and counted %u, for every key", n, n, n + 1);
             continue;
         }
 

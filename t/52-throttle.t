@@ -1,0 +1,396 @@
+#!/usr/bin/perl
+
+# Auth-failure throttling (welby_auth_throttle): N failed token
+# validations from an address within the window ban it, 429
+# auth_throttled with Retry-After, before its token is looked at; each
+# further ban twice as long up to max_ban, from the first again after a
+# quiet max_ban; counted by two workers together, once per request
+# whatever redirects follow; detect modes; the ban's one alert record;
+# the directive's nginx -t errors.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::IP;
+use JSON::XS ();
+use Time::HiRes qw(sleep time);
+use Welby::Nginx qw(http_req parse_response);
+use Welby::JWT qw(gen_key jwt write_jwks);
+
+my $t = Welby::Nginx->new();
+my $d = $t->testdir();
+
+my $key = gen_key('ES256', kid => 'k1');
+my $other = gen_key('ES256', kid => 'k1');
+write_jwks("$d/keys.jwks", $key);
+
+$t->write_file("html/$_/ok", "ok\n") for qw(t g w detect dry r off);
+
+$t->write_file_expand('nginx.conf', <<'EOF');
+%%TEST_GLOBALS%%
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+    welby_tls off;
+
+    welby_issuer https://issuer.test keys=%%TESTDIR%%/keys.jwks
+                 audience=https://fhir.test;
+    welby_audit_log %%TESTDIR%%/audit.log;
+    welby_alert auth_throttled 1/1m;
+
+    welby_zone threat 1m;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+        root %%TESTDIR%%/html;
+        keepalive_requests 1000;
+
+        welby on;
+        welby_auth_throttle zone=threat failures=3/1m ban=1s max_ban=2s;
+
+        location /t/ { }
+
+        # short bans: their lengths are read from the notice line
+        location /g/ {
+            welby_auth_throttle zone=threat failures=2/1m ban=200ms
+                                max_ban=500ms;
+        }
+
+        location /w/ {
+            welby_auth_throttle zone=threat failures=2/1s ban=1s;
+        }
+
+        location /detect/ {
+            welby_mode detect;
+        }
+
+        location /dry/ {
+            welby_auth_throttle zone=threat failures=2/1m ban=10s
+                                mode=detect;
+        }
+
+        # a failure in detect mode, then again after the redirect
+        location /r/ {
+            welby_mode detect;
+            proxy_pass http://127.0.0.1:%%PORT_8081%%;
+            proxy_intercept_errors on;
+            error_page 404 = /t/ok;
+        }
+
+        location /off/ {
+            welby_auth_throttle off;
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_8081%%;
+        location / { return 404; }
+    }
+}
+EOF
+
+{
+    my $conf = $t->read_file('nginx.conf');
+    $conf =~ s/^worker_processes 1;$/worker_processes 2;/m
+        or die "no worker_processes line in the test globals\n";
+    $t->write_file('nginx.conf', $conf);
+}
+
+$t->run();
+
+my %claims = (iss => 'https://issuer.test', aud => 'https://fhir.test');
+my $good = jwt(key => $key, set => { %claims, sub => 'nurse-52' });
+my $bad = jwt(key => $other, set => { %claims, sub => 'nurse-52' });
+
+sub get {
+    my ($uri, $from, $token) = @_;
+    return parse_response(http_req(uri => $uri, local => $from,
+        headers => [defined $token ? "Authorization: Bearer $token" : ()]));
+}
+
+sub code { my ($r) = @_; return $r ? $r->status . ' ' . ($r->reason_code
+    // '-') : 'no answer' }
+
+# Fails $n times from $from; returns the time just before the last one
+# was sent and just after it was answered (the ban begins in between).
+sub fail {
+    my ($uri, $from, $n) = @_;
+    my ($before, $after);
+    for (1 .. $n) {
+        $before = time();
+        my $r = get($uri, $from, $bad);
+        $after = time();
+        return () unless $r && $r->status == 401;
+    }
+    return ($before, $after);
+}
+
+# Polls with a valid token until the ban is over: the time the first
+# allowed request was sent, or undef at the deadline.
+sub until_allowed {
+    my ($uri, $from, $timeout) = @_;
+    my $deadline = time() + $timeout;
+    while (time() < $deadline) {
+        my $sent = time();
+        my $r = get($uri, $from, $good);
+        return $sent if $r && $r->status == 200;
+        return undef unless $r && $r->status == 429;
+        sleep 0.05;
+    }
+    return undef;
+}
+
+sub alerts {
+    my ($key) = @_;
+    return grep { $_->{alert} && $_->{alert}{event} eq 'auth_throttled'
+            && defined $_->{alert}{key} && $_->{alert}{key} eq $key }
+        map { eval { JSON::XS->new->decode($_) } || () }
+        split /\n/, $t->read_file('audit.log');
+}
+
+###############################################################################
+# the bound, one below it, and what is not a failure
+
+my $A = '127.0.5.1';
+
+is(code(get('/t/ok', $A, $bad)), '401 token_signature', 'a bad token: 401');
+is(code(get('/t/ok', $A, $bad)), '401 token_signature', 'a second: 401');
+is(code(get('/t/ok', $A, $good)), '200 -',
+    'two failures of three: a valid token passes');
+is(code(get('/t/ok', $A, undef)), '401 token_missing',
+    'no token: 401, not a failure');
+is(code(get('/t/ok', $A, $good)), '200 -',
+    'still two failures: no token counted nothing, the success reset nothing');
+
+my ($b1, $a1) = fail('/t/ok', $A, 1);
+my $r = get('/t/ok', $A, $good);
+is(code($r), '429 auth_throttled',
+    'the third failure bans: a valid token is refused');
+is($r && $r->header('Retry-After'), '1', 'Retry-After: the 1 s ban');
+is($r && $r->json && $r->json->{issue}[0]{code}, 'throttled',
+    'the OperationOutcome says throttled');
+
+# the banned request never reached the token step
+my $id = $r ? $r->request_id : '-';
+my $log = $t->read_file('error.log');
+ok($log =~ /welby: step:auth_throttle id:\Q$id\E/
+    && $log !~ /welby: step:token id:\Q$id\E/,
+    'the banned request stopped before the token step');
+
+is(code(get('/off/ok', $A, $good)), '200 -',
+    'welby_auth_throttle off: a location that does not throttle');
+
+my $rec = $t->audit_record($id);
+is($rec && $rec->{reason}, 'auth_throttled', 'its audit record says so');
+
+my @al = alerts($A);
+is(scalar @al, 1, 'one alert record for the ban');
+is($al[0] && $al[0]{alert}{count}, 3, 'at the third failure');
+
+ok(scalar $t->wait_for_log(qr/\[notice\] .*welby: auth_throttle bans \Q$A\E /
+    . qr/for 1000 ms \(ban 1\)/, 1), 'the ban at notice, with its length');
+
+ok(scalar $t->wait_for_log(
+    qr/\[warn\] .*welby: alert auth_throttled: 1 in 60000 ms/, 3),
+    'welby_alert auth_throttled counted the banned request');
+
+# expiry: not before the ban's second, and by a deadline
+my $back = until_allowed('/t/ok', $A, 5);
+ok(defined $back && $back >= $b1 + 1, 'the ban ends, not before 1 s')
+    or diag("ban began in [$b1, $a1], allowed at " . ($back // 'never'));
+
+# the second ban is longer
+my ($b2, $a2) = fail('/t/ok', $A, 3);
+$r = get('/t/ok', $A, $good);
+is($r && $r->header('Retry-After'), '2', 'the second ban: Retry-After 2');
+$back = until_allowed('/t/ok', $A, 6);
+ok(defined $back && $back >= $b2 + 2, 'it ends, not before 2 s')
+    or diag("ban began in [$b2, $a2], allowed at " . ($back // 'never'));
+is(scalar alerts($A), 2, 'each ban has its alert record');
+
+###############################################################################
+# growth to max_ban and decay after a quiet max_ban (lengths from the log)
+
+my $G = '127.0.5.2';
+
+sub ban_line {
+    my ($n) = @_;
+    my @l = $t->wait_for_log(
+        qr/welby: auth_throttle bans \Q$G\E for \d+ ms \(ban \Q$n\E\)/, 3);
+    return $l[-1] && $l[-1] =~ /for (\d+) ms/ ? $1 : -1;
+}
+
+my @ends;
+for my $n (1 .. 3) {
+    my ($bb, $aa) = fail('/g/ok', $G, 2);
+    my $len = ban_line($n) / 1000;
+    my $back = until_allowed('/g/ok', $G, 3);
+    push @ends, [$aa + $len, $len, $back && $back >= $bb + $len];
+}
+is(join(' ', map { $_->[1] } @ends), '0.2 0.4 0.5',
+    'bans of 200, 400, then 500 ms (max_ban, not 800)');
+ok(!grep({ !$_->[2] } @ends), 'none ended early');
+
+# quiet for max_ban after the last ban's end: the next is the first again
+sleep 0.01 while time() < $ends[-1][0] + 0.5 + 0.05;
+fail('/g/ok', $G, 2);
+is(ban_line(1), 200, 'after a quiet 500 ms: a 200 ms ban, number 1 again');
+
+###############################################################################
+# the window slides: failures further apart than it never ban
+
+my $W = '127.0.5.3';
+my ($wb, $wa) = fail('/w/ok', $W, 1);
+sleep 0.01 while time() < $wa + 1.05;
+fail('/w/ok', $W, 1);
+is(code(get('/w/ok', $W, $good)), '200 -',
+    'failures=2/1s: two failures more than 1 s apart do not ban');
+fail('/w/ok', $W, 1);
+is(code(get('/w/ok', $W, $good)), '429 auth_throttled',
+    'the next within 1 s of the last bans');
+
+###############################################################################
+# two workers count together: failures on two connections pinned to
+# different workers ban the address on both
+
+my $K = '127.0.5.4';
+
+sub ka_open {
+    return IO::Socket::IP->new(PeerHost => '127.0.0.1',
+        PeerPort => $t->port(8080), LocalHost => $K, Proto => 'tcp',
+        Timeout => 5);
+}
+
+sub ka_get {
+    my ($s, $token) = @_;
+    my $req = "GET /t/ok HTTP/1.1\r\nHost: localhost\r\n"
+        . ($token ? "Authorization: Bearer $token\r\n" : '') . "\r\n";
+    syswrite($s, $req) or return undef;
+    my $buf = '';
+    while ($buf !~ /\r\n\r\n/) {
+        sysread($s, $buf, 65536, length $buf) or return undef;
+    }
+    my ($len) = $buf =~ /\r\nContent-Length: (\d+)/i;
+    my $want = index($buf, "\r\n\r\n") + 4 + ($len // 0);
+    while (length $buf < $want) {
+        sysread($s, $buf, 65536, length $buf) or return undef;
+    }
+    return parse_response($buf);
+}
+
+sub worker_of {
+    my ($r) = @_;
+    my $id = $r ? $r->request_id : return '';
+    my @l = $t->wait_for_log(qr/^\S+ \S+ \[\w+\] (\d+)#\d+: .*\Q$id\E/, 3);
+    return $l[0] && $l[0] =~ /\] (\d+)#/ ? $1 : '';
+}
+
+my (%conn, @extra);
+for (1 .. 40) {
+    my $s = ka_open() or last;
+    my $w = worker_of(ka_get($s, $good));
+    if ($w && !$conn{$w}) { $conn{$w} = $s } else { push @extra, $s }
+    last if keys %conn == 2;
+}
+my @w = sort keys %conn;
+is(scalar @w, 2, 'two keep-alive connections, served by two workers');
+
+my @seen = map { worker_of(ka_get($conn{$w[$_ % 2]}, $bad)) } 0 .. 2;
+is(join(' ', map { $_ eq $w[0] ? 'A' : $_ eq $w[1] ? 'B' : '?' } @seen),
+    'A B A', 'three failures, by worker A, B, A');
+is(join(' ', map { code(ka_get($conn{$_}, $good)) } @w),
+    '429 auth_throttled 429 auth_throttled',
+    'the address is banned in both workers');
+close $_ for values %conn, @extra;
+
+###############################################################################
+# detect modes, and a failure counted once across a redirect
+
+my $D = '127.0.5.5';
+fail('/t/ok', $D, 3);
+$r = get('/detect/ok', $D, $good);
+is(code($r), '200 -', 'welby_mode detect: a banned address passes');
+ok(!($r && defined $r->header('Retry-After')), 'with no Retry-After');
+$id = $r ? $r->request_id : '-';
+ok(scalar $t->wait_for_log(
+    qr/\[warn\] .*welby: detect id:\Q$id\E step:auth_throttle /
+    . qr/reason:auth_throttled/, 3), 'and its detect line');
+
+my $Y = '127.0.5.6';
+fail('/dry/ok', $Y, 2);
+$r = get('/dry/ok', $Y, $good);
+is(code($r), '200 -', 'mode=detect: the ban is counted, nothing refused');
+$id = $r ? $r->request_id : '-';
+ok(scalar $t->wait_for_log(
+    qr/\[warn\] .*welby: detect id:\Q$id\E step:auth_throttle /, 3),
+    'its detect line');
+is(scalar alerts($Y), 1, 'and the ban its alert record');
+
+# /r/ fails in detect mode, and again in /t/ after the error_page
+my $R = '127.0.5.7';
+is(code(get('/r/x', $R, $bad)), '401 token_signature',
+    'a failure, and again after a redirect');
+is(code(get('/r/x', $R, $bad)), '401 token_signature', 'twice');
+is(code(get('/t/ok', $R, $good)), '200 -',
+    'two requests, two failures (not four): no ban yet');
+fail('/t/ok', $R, 1);
+is(code(get('/t/ok', $R, $good)), '429 auth_throttled', 'the third bans');
+
+###############################################################################
+# nginx -t
+
+sub conf_error {
+    my ($directive) = @_;
+    $t->write_file_expand('bad.conf', <<"EOF");
+%%TEST_GLOBALS%%
+events {}
+http {
+    welby_zone threat 1m;
+    server {
+        listen 127.0.0.1:%%PORT_8090%%;
+        location / { welby on; $directive }
+    }
+}
+EOF
+    my ($code, $out) = $t->test_config('bad.conf');
+    return $code ? $out : '';
+}
+
+my @BAD = (
+    ['welby_auth_throttle failures=3/1m ban=1s;',
+        qr/needs zone=, failures= and ban=/, 'no zone='],
+    ['welby_auth_throttle zone=threat ban=1s;',
+        qr/needs zone=, failures= and ban=/, 'no failures='],
+    ['welby_auth_throttle zone=threat failures=3/1m;',
+        qr/needs zone=, failures= and ban=/, 'no ban='],
+    ['welby_auth_throttle zone=threat failures=0/1m ban=1s;',
+        qr/invalid parameter "failures=0\/1m"/, 'failures=0'],
+    ['welby_auth_throttle zone=threat failures=1001/1m ban=1s;',
+        qr/count of 1 to 1000/, 'failures above 1000'],
+    ['welby_auth_throttle zone=threat failures=3 ban=1s;',
+        qr/invalid parameter "failures=3"/, 'no window'],
+    ['welby_auth_throttle zone=threat failures=3/0 ban=1s;',
+        qr/invalid parameter "failures=3\/0"/, 'a window of 0'],
+    ['welby_auth_throttle zone=threat failures=3/1m ban=x;',
+        qr/invalid parameter "ban=x"/, 'a ban that is no time'],
+    ['welby_auth_throttle zone=threat failures=3/1m ban=1m max_ban=1s;',
+        qr/max_ban= must not be shorter than ban=/, 'max_ban below ban'],
+    ['welby_auth_throttle zone=threat failures=3/1m ban=1s mode=dry;',
+        qr/invalid parameter "mode=dry"/, 'an unknown parameter'],
+    ['welby_auth_throttle zone=nozone failures=3/1m ban=1s;',
+        qr/nozone/, 'a zone never declared'],
+    ['welby_auth_throttle off; welby_auth_throttle off;',
+        qr/is duplicate/, 'twice in a location'],
+);
+
+for my $case (@BAD) {
+    my ($directive, $re, $what) = @$case;
+    like(conf_error($directive), $re, "nginx -t: $what");
+}
+
+$t->done_testing();
