@@ -12,6 +12,7 @@
 #include "ngx_http_welby_waf.h"
 #include "ngx_http_welby_throttle.h"
 #include "ngx_http_welby_enumeration.h"
+#include "ngx_http_welby_zone.h"
 
 #include <openssl/rand.h>
 
@@ -175,6 +176,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
     { ngx_string("welby_audit_query_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_welby_audit_query_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_welby_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -1774,6 +1782,10 @@ ngx_http_welby_init(ngx_conf_t *cf)
     wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
 
     if (ngx_http_welby_audit_init(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_welby_zone_check(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

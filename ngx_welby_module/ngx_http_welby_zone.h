@@ -54,12 +54,32 @@ ngx_int_t ngx_http_welby_zone_update(ngx_shm_zone_t *zone, uint32_t space,
     ngx_str_t *key, size_t size, ngx_http_welby_zone_update_pt update,
     void *arg, ngx_log_t *log);
 
+/*
+ * ngx_http_welby_zone_update() at the caller's time `now` (ns since the
+ * epoch), which the callback gets and the zone expires records by: a
+ * request that changes several records decides them all at one instant.
+ * ngx_http_welby_zone_update() takes the time of the call.
+ */
+ngx_int_t ngx_http_welby_zone_update_at(ngx_shm_zone_t *zone, uint32_t space,
+    ngx_str_t *key, size_t size, int64_t now,
+    ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log);
+
 /* Bytes in use and the zone's size, for the metrics. */
 void ngx_http_welby_zone_usage(ngx_shm_zone_t *zone, size_t *used,
     size_t *size);
 
 /* Records forgotten because the zone was full, since it was created. */
 ngx_atomic_uint_t ngx_http_welby_zone_evictions(ngx_shm_zone_t *zone);
+
+/*
+ * At the end of the http block's configuration (postconfiguration): a
+ * zone some directive uses but no "welby_zone" declares fails nginx -t
+ * here, with its name.
+ */
+ngx_int_t ngx_http_welby_zone_check(ngx_conf_t *cf);
+
+/* "welby_zone name size;" */
+char *ngx_http_welby_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 /* The time now, in nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t ngx_http_welby_now_ns(void);
