@@ -64,7 +64,7 @@ static ngx_int_t ngx_http_welby_enumeration_key(ngx_http_request_t *r,
     welby_str_t *iss, welby_str_t *id, ngx_str_t *key);
 static ngx_int_t ngx_http_welby_enumeration_update(ngx_http_request_t *r,
     ngx_http_welby_enumeration_conf_t *ec, ngx_uint_t i, ngx_str_t *key,
-    ngx_http_welby_enumeration_arg_t *arg);
+    int64_t now, ngx_http_welby_enumeration_arg_t *arg);
 static int64_t ngx_http_welby_enumeration_count(void *data,
     ngx_uint_t fresh, int64_t now, void *arg);
 
@@ -265,6 +265,7 @@ welby_reason_e
 ngx_http_welby_enumeration(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    int64_t                             now;
     ngx_str_t                           key[2], name;
     ngx_uint_t                          i, n, over;
     welby_str_t                        *id;
@@ -317,11 +318,13 @@ ngx_http_welby_enumeration(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
                                 : NGX_HTTP_WELBY_ENUM_CHECK;
     }
 
+    /* one instant for the request's sets */
+    now = ngx_http_welby_now_ns();
     over = 0;
 
     for (i = 0; i < 2; i++) {
         if (key[i].len
-            && ngx_http_welby_enumeration_update(r, ec, i, &key[i], &arg[i])
+            && ngx_http_welby_enumeration_update(r, ec, i, &key[i], now, &arg[i])
                != NGX_OK)
         {
             return WELBY_REASON_INTERNAL_ERROR;
@@ -337,7 +340,7 @@ ngx_http_welby_enumeration(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             arg[i].phase = NGX_HTTP_WELBY_ENUM_AFTER;
             arg[i].refused = over && !arg[i].force;
 
-            if (ngx_http_welby_enumeration_update(r, ec, i, &key[i], &arg[i])
+            if (ngx_http_welby_enumeration_update(r, ec, i, &key[i], now, &arg[i])
                 != NGX_OK)
             {
                 return WELBY_REASON_INTERNAL_ERROR;
@@ -408,12 +411,12 @@ ngx_http_welby_enumeration_key(ngx_http_request_t *r, welby_str_t *iss,
 static ngx_int_t
 ngx_http_welby_enumeration_update(ngx_http_request_t *r,
     ngx_http_welby_enumeration_conf_t *ec, ngx_uint_t i, ngx_str_t *key,
-    ngx_http_welby_enumeration_arg_t *arg)
+    int64_t now, ngx_http_welby_enumeration_arg_t *arg)
 {
-    if (ngx_http_welby_zone_update(ec->zone, ec->space[i], key,
-                                   sizeof(ngx_http_welby_enumeration_rec_t),
-                                   ngx_http_welby_enumeration_count, arg,
-                                   r->connection->log)
+    if (ngx_http_welby_zone_update_at(ec->zone, ec->space[i], key,
+                                      sizeof(ngx_http_welby_enumeration_rec_t),
+                                      now, ngx_http_welby_enumeration_count,
+                                      arg, r->connection->log)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

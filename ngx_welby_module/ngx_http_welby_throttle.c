@@ -16,7 +16,8 @@
 #include "ngx_http_welby_zone.h"
 
 
-#define NGX_HTTP_WELBY_THROTTLE_MAX      1000     /* failures= bound */
+/* failures= bound: the times of 250 fill the largest record a zone holds */
+#define NGX_HTTP_WELBY_THROTTLE_MAX      250
 #define NGX_HTTP_WELBY_THROTTLE_MAX_BAN  (86400 * 1000)  /* 24h, in ms */
 
 #define NGX_HTTP_WELBY_NS  ((int64_t) 1000000000)
@@ -59,7 +60,6 @@ typedef struct {
 typedef struct {
     ngx_http_welby_throttle_conf_t   *tc;
     ngx_http_welby_throttle_count_t  *count;
-    int64_t                     now;        /* out: the zone's time */
     int64_t                     ban_until;  /* out */
     int64_t                     ban;        /* out: a ban that began */
     ngx_uint_t                  strikes;    /* out: its number */
@@ -74,7 +74,7 @@ static size_t ngx_http_welby_throttle_size(
     ngx_http_welby_throttle_count_t *c);
 static ngx_int_t ngx_http_welby_throttle_update(ngx_http_request_t *r,
     ngx_http_welby_throttle_conf_t *tc, ngx_http_welby_throttle_count_t *c,
-    ngx_str_t *key, ngx_http_welby_zone_update_pt update,
+    ngx_str_t *key, int64_t now, ngx_http_welby_zone_update_pt update,
     ngx_http_welby_throttle_arg_t *arg);
 static int64_t ngx_http_welby_throttle_check(void *data, ngx_uint_t fresh,
     int64_t now, void *arg);
@@ -329,7 +329,9 @@ ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_NONE;
     }
 
-    if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key,
+    now = ngx_http_welby_now_ns();
+
+    if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key, now,
                                        ngx_http_welby_throttle_check, &arg)
         != NGX_OK)
     {
@@ -337,7 +339,6 @@ ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     until = arg.ban_until;
-    now = arg.now;
 
     /* per ASN: after the geo step (ngx_http_welby_geo_lookup) lands */
 
@@ -394,6 +395,7 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
     ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
 
     if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key,
+                                       ngx_http_welby_now_ns(),
                                        ngx_http_welby_throttle_fail, &arg)
         != NGX_OK)
     {
@@ -424,15 +426,15 @@ ngx_http_welby_throttle_size(ngx_http_welby_throttle_count_t *c)
 static ngx_int_t
 ngx_http_welby_throttle_update(ngx_http_request_t *r,
     ngx_http_welby_throttle_conf_t *tc, ngx_http_welby_throttle_count_t *c,
-    ngx_str_t *key, ngx_http_welby_zone_update_pt update,
+    ngx_str_t *key, int64_t now, ngx_http_welby_zone_update_pt update,
     ngx_http_welby_throttle_arg_t *arg)
 {
     arg->tc = tc;
     arg->count = c;
 
-    if (ngx_http_welby_zone_update(tc->zone, c->space, key,
-                                   ngx_http_welby_throttle_size(c), update,
-                                   arg, r->connection->log)
+    if (ngx_http_welby_zone_update_at(tc->zone, c->space, key,
+                                      ngx_http_welby_throttle_size(c), now,
+                                      update, arg, r->connection->log)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -453,7 +455,6 @@ ngx_http_welby_throttle_check(void *data, ngx_uint_t fresh, int64_t now,
     ngx_http_welby_throttle_rec_t  *rec = data;
     ngx_http_welby_throttle_arg_t  *a = arg;
 
-    a->now = now;
     a->ban_until = rec->ban_until;
 
     /* a key never seen needs no record */
@@ -480,7 +481,6 @@ ngx_http_welby_throttle_fail(void *data, ngx_uint_t fresh, int64_t now,
 
     tc = a->tc;
     n = a->count->failures;
-    a->now = now;
 
     /* failures while banned (detect modes) count towards no other ban */
 

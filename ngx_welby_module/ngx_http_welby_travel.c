@@ -202,6 +202,7 @@ welby_reason_e
 ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    int64_t                        now;
     ngx_str_t                      key[2], name;
     ngx_uint_t                     i, n, travel, force;
     welby_str_t                   *id;
@@ -248,6 +249,8 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     /* what reaches the backend moves no home either: alert, detect */
     force = tc->alert_only || wlcf->mode == NGX_HTTP_WELBY_DETECT;
 
+    /* one instant for the request's homes */
+    now = ngx_http_welby_now_ns();
     travel = 0;
 
     for (i = 0; i < 2; i++) {
@@ -262,10 +265,10 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         arg[i].phase = (n == 1) ? NGX_HTTP_WELBY_TRAVEL_APPLY
                                 : NGX_HTTP_WELBY_TRAVEL_CHECK;
 
-        if (ngx_http_welby_zone_update(tc->zone, tc->space[i], &key[i],
-                                       sizeof(ngx_http_welby_travel_rec_t),
-                                       ngx_http_welby_travel_seen, &arg[i],
-                                       r->connection->log)
+        if (ngx_http_welby_zone_update_at(tc->zone, tc->space[i], &key[i],
+                                          sizeof(ngx_http_welby_travel_rec_t),
+                                          now, ngx_http_welby_travel_seen,
+                                          &arg[i], r->connection->log)
             != NGX_OK)
         {
             goto full;
@@ -280,10 +283,10 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         for (i = 0; i < 2; i++) {
             arg[i].phase = NGX_HTTP_WELBY_TRAVEL_AFTER;
 
-            if (ngx_http_welby_zone_update(tc->zone, tc->space[i], &key[i],
-                                           sizeof(ngx_http_welby_travel_rec_t),
-                                           ngx_http_welby_travel_seen,
-                                           &arg[i], r->connection->log)
+            if (ngx_http_welby_zone_update_at(tc->zone, tc->space[i],
+                                  &key[i], sizeof(ngx_http_welby_travel_rec_t),
+                                  now, ngx_http_welby_travel_seen, &arg[i],
+                                  r->connection->log)
                 != NGX_OK)
             {
                 goto full;

@@ -62,7 +62,7 @@ http {
         }
 
         location /w/ {
-            welby_auth_throttle zone=threat failures=2/1s ban=1s;
+            welby_auth_throttle zone=threat failures=3/1s ban=1s;
         }
 
         location /detect/ {
@@ -118,7 +118,7 @@ sub code { my ($r) = @_; return $r ? $r->status . ' ' . ($r->reason_code
 
 # Fails $n times from $from; returns the time just before the last one
 # was sent and just after it was answered (the ban begins in between).
-sub fail {
+sub fail_n {
     my ($uri, $from, $n) = @_;
     my ($before, $after);
     for (1 .. $n) {
@@ -167,7 +167,7 @@ is(code(get('/t/ok', $A, undef)), '401 token_missing',
 is(code(get('/t/ok', $A, $good)), '200 -',
     'still two failures: no token counted nothing, the success reset nothing');
 
-my ($b1, $a1) = fail('/t/ok', $A, 1);
+my ($b1, $a1) = fail_n('/t/ok', $A, 1);
 my $r = get('/t/ok', $A, $good);
 is(code($r), '429 auth_throttled',
     'the third failure bans: a valid token is refused');
@@ -205,7 +205,7 @@ ok(defined $back && $back >= $b1 + 1, 'the ban ends, not before 1 s')
     or diag("ban began in [$b1, $a1], allowed at " . ($back // 'never'));
 
 # the second ban is longer
-my ($b2, $a2) = fail('/t/ok', $A, 3);
+my ($b2, $a2) = fail_n('/t/ok', $A, 3);
 $r = get('/t/ok', $A, $good);
 is($r && $r->header('Retry-After'), '2', 'the second ban: Retry-After 2');
 $back = until_allowed('/t/ok', $A, 6);
@@ -218,41 +218,58 @@ is(scalar alerts($A), 2, 'each ban has its alert record');
 
 my $G = '127.0.5.2';
 
+# the length of the ban that began after $from bytes of error.log, and
+# its number
 sub ban_line {
-    my ($n) = @_;
-    my @l = $t->wait_for_log(
-        qr/welby: auth_throttle bans \Q$G\E for \d+ ms \(ban \Q$n\E\)/, 3);
-    return $l[-1] && $l[-1] =~ /for (\d+) ms/ ? $1 : -1;
+    my ($from) = @_;
+    my ($len, $n) = (-1, -1);
+    $t->wait_for_file('error.log', sub {
+        substr($_[0], $from)
+            =~ /welby: auth_throttle bans \Q$G\E for (\d+) ms \(ban (\d+)\)/
+            or return 0;
+        ($len, $n) = ($1, $2);
+        return 1;
+    }, 3);
+    return ($len, $n);
 }
 
 my @ends;
 for my $n (1 .. 3) {
-    my ($bb, $aa) = fail('/g/ok', $G, 2);
-    my $len = ban_line($n) / 1000;
+    my $from = length $t->read_file('error.log');
+    my ($bb, $aa) = fail_n('/g/ok', $G, 2);
+    my ($ms, $num) = ban_line($from);
+    my $len = $ms / 1000;
     my $back = until_allowed('/g/ok', $G, 3);
-    push @ends, [$aa + $len, $len, $back && $back >= $bb + $len];
+    push @ends, [$aa + $len, $len, $back && $back >= $bb + $len, $num];
 }
-is(join(' ', map { $_->[1] } @ends), '0.2 0.4 0.5',
-    'bans of 200, 400, then 500 ms (max_ban, not 800)');
+is(join(' ', map { "$_->[1]/$_->[3]" } @ends), '0.2/1 0.4/2 0.5/3',
+    'bans 1, 2, 3 of 200, 400, then 500 ms (max_ban, not 800)');
 ok(!grep({ !$_->[2] } @ends), 'none ended early');
 
 # quiet for max_ban after the last ban's end: the next is the first again
 sleep 0.01 while time() < $ends[-1][0] + 0.5 + 0.05;
-fail('/g/ok', $G, 2);
-is(ban_line(1), 200, 'after a quiet 500 ms: a 200 ms ban, number 1 again');
+my $from = length $t->read_file('error.log');
+fail_n('/g/ok', $G, 2);
+is(join('/', ban_line($from)), '200/1',
+    'after a quiet 500 ms (the failures still in the 1 min window): '
+    . 'a 200 ms ban, number 1 again');
 
 ###############################################################################
 # the window slides: failures further apart than it never ban
 
+# failures=3/1s: at 0, 0.55 and past 1 s: the last two are within the
+# window, the first is not
 my $W = '127.0.5.3';
-my ($wb, $wa) = fail('/w/ok', $W, 1);
+my ($wb, $wa) = fail_n('/w/ok', $W, 1);
+sleep 0.01 while time() < $wa + 0.55;
+fail_n('/w/ok', $W, 1);
 sleep 0.01 while time() < $wa + 1.05;
-fail('/w/ok', $W, 1);
+fail_n('/w/ok', $W, 1);
 is(code(get('/w/ok', $W, $good)), '200 -',
-    'failures=2/1s: two failures more than 1 s apart do not ban');
-fail('/w/ok', $W, 1);
+    'failures=3/1s: three failures over more than 1 s do not ban');
+fail_n('/w/ok', $W, 1);
 is(code(get('/w/ok', $W, $good)), '429 auth_throttled',
-    'the next within 1 s of the last bans');
+    'a fourth, with the two before it within 1 s, bans');
 
 ###############################################################################
 # two workers count together: failures on two connections pinned to
@@ -312,7 +329,7 @@ close $_ for values %conn, @extra;
 # detect modes, and a failure counted once across a redirect
 
 my $D = '127.0.5.5';
-fail('/t/ok', $D, 3);
+fail_n('/t/ok', $D, 3);
 $r = get('/detect/ok', $D, $good);
 is(code($r), '200 -', 'welby_mode detect: a banned address passes');
 ok(!($r && defined $r->header('Retry-After')), 'with no Retry-After');
@@ -322,7 +339,7 @@ ok(scalar $t->wait_for_log(
     . qr/reason:auth_throttled/, 3), 'and its detect line');
 
 my $Y = '127.0.5.6';
-fail('/dry/ok', $Y, 2);
+fail_n('/dry/ok', $Y, 2);
 $r = get('/dry/ok', $Y, $good);
 is(code($r), '200 -', 'mode=detect: the ban is counted, nothing refused');
 $id = $r ? $r->request_id : '-';
@@ -338,7 +355,7 @@ is(code(get('/r/x', $R, $bad)), '401 token_signature',
 is(code(get('/r/x', $R, $bad)), '401 token_signature', 'twice');
 is(code(get('/t/ok', $R, $good)), '200 -',
     'two requests, two failures (not four): no ban yet');
-fail('/t/ok', $R, 1);
+fail_n('/t/ok', $R, 1);
 is(code(get('/t/ok', $R, $good)), '429 auth_throttled', 'the third bans');
 
 ###############################################################################
@@ -370,8 +387,8 @@ my @BAD = (
         qr/needs zone=, failures= and ban=/, 'no ban='],
     ['welby_auth_throttle zone=threat failures=0/1m ban=1s;',
         qr/invalid parameter "failures=0\/1m"/, 'failures=0'],
-    ['welby_auth_throttle zone=threat failures=1001/1m ban=1s;',
-        qr/count of 1 to 1000/, 'failures above 1000'],
+    ['welby_auth_throttle zone=threat failures=251/1m ban=1s;',
+        qr/count of 1 to 250/, "failures above 250"],
     ['welby_auth_throttle zone=threat failures=3 ban=1s;',
         qr/invalid parameter "failures=3"/, 'no window'],
     ['welby_auth_throttle zone=threat failures=3/0 ban=1s;',
