@@ -447,7 +447,9 @@ ngx_http_welby_enumeration_count(void *data, ngx_uint_t fresh, int64_t now,
     ec = a->ec;
     fr = a->fhir;
 
-    if (fresh || now - rec->start >= ec->window) {
+    /* a record past its window is fresh: the window is fixed */
+
+    if (fresh) {
         ngx_memzero(rec, sizeof(ngx_http_welby_enumeration_rec_t));
         rec->start = now;
         welby_distinct_init(&rec->set, ec->secret);
