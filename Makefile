@@ -28,9 +28,11 @@ ASAN_OPT    := -g -O1 -fno-omit-frame-pointer -fPIC \
 DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 libc6-dev libssl-dev libpcre2-dev \
                 zlib1g-dev libjansson-dev libmodsecurity-dev modsecurity-crs \
+                libmaxminddb-dev \
                 libnginx-mod-http-js openssl curl perl \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
-                libcryptx-perl python3 testssl.sh sslscan
+                libcryptx-perl libmaxmind-db-writer-perl \
+                python3 testssl.sh sslscan
 
 # What `make bench` needs on top of DEB_PACKAGES.
 BENCH_PACKAGES := wrk libnginx-mod-http-modsecurity modsecurity-crs

@@ -7,6 +7,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_geo.h"
 
 #include <openssl/ssl.h>
 
@@ -1020,6 +1021,19 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     rec->ip.data = r->connection->addr_text.data;
     rec->ip.len = r->connection->addr_text.len;
     rec->port = ngx_inet_get_port(r->connection->sockaddr);
+
+    /* of the same address as ip: the one after realip */
+
+    if (ngx_http_welby_geo_lookup(r, ctx) == NGX_OK) {
+        if (ctx->country.len) {
+            rec->country.data = ctx->country.data;
+            rec->country.len = ctx->country.len;
+        }
+
+        if (ctx->asn) {
+            rec->asn = ctx->asn;
+        }
+    }
 
     ngx_http_welby_audit_tls(r, ctx, rec);
 

@@ -13,6 +13,7 @@
 #include "ngx_http_welby_throttle.h"
 #include "ngx_http_welby_enumeration.h"
 #include "ngx_http_welby_zone.h"
+#include "ngx_http_welby_geo.h"
 
 #include <openssl/rand.h>
 
@@ -96,6 +97,13 @@ static ngx_conf_enum_t  ngx_http_welby_waf_modes[] = {
     { ngx_string("off"), NGX_HTTP_WELBY_WAF_OFF },
     { ngx_string("on"), NGX_HTTP_WELBY_WAF_ON },
     { ngx_string("detect"), NGX_HTTP_WELBY_WAF_DETECT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_welby_geo_unknown_modes[] = {
+    { ngx_string("allow"), NGX_HTTP_WELBY_GEO_UNKNOWN_ALLOW },
+    { ngx_string("deny"), NGX_HTTP_WELBY_GEO_UNKNOWN_DENY },
     { ngx_null_string, 0 }
 };
 
@@ -306,6 +314,34 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       offsetof(ngx_http_welby_loc_conf_t, body_max_size),
       NULL },
 
+    { ngx_string("welby_geoip2"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_welby_geoip2,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_geo_allow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_geo_allow,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_geo_deny"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_geo_deny,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_geo_unknown"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_welby_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, geo_unknown),
+      &ngx_http_welby_geo_unknown_modes },
+
     { ngx_string("welby_waf"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_welby_conf_set_enum,
@@ -403,6 +439,7 @@ ngx_module_t  ngx_http_welby_module = {
 static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
+    { ngx_string("geo"), ngx_http_welby_geo },
     { ngx_string("auth_throttle"), ngx_http_welby_throttle },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
@@ -692,9 +729,10 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: pipeline run id:%V from step %ui",
-                   &ctx->request_id, ctx->step_next);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: pipeline run id:%V from step %ui (%V)",
+                   &ctx->request_id, ctx->step_next,
+                   &ngx_http_welby_steps[ctx->step_next].name);
 
     for (step = &ngx_http_welby_steps[ctx->step_next];
          step->handler;
@@ -1964,6 +2002,7 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
 
     ngx_http_welby_policy_create_conf(wlcf);
     ngx_http_welby_waf_create_conf(wlcf);
+    ngx_http_welby_geo_create_conf(wlcf);
 
     wlcf->throttle = NGX_CONF_UNSET_PTR;
     wlcf->enumeration = NGX_CONF_UNSET_PTR;
@@ -2008,6 +2047,10 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_welby_waf_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_welby_geo_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

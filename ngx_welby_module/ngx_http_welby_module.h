@@ -141,6 +141,11 @@ typedef struct {
 } ngx_http_welby_alert_t;
 
 
+/* geography: the MMDB files, a block's country list (..._geo.c) */
+typedef struct ngx_http_welby_geo_s  ngx_http_welby_geo_t;
+typedef struct ngx_http_welby_geo_list_s  ngx_http_welby_geo_list_t;
+
+
 typedef struct {
     ngx_flag_t                  used;
 
@@ -170,6 +175,8 @@ typedef struct {
     ngx_uint_t                  audit_seq;
 
     ngx_int_t                   realip_remote_addr; /* variable index */
+
+    ngx_http_welby_geo_t       *geo;            /* welby_geoip2, or NULL */
 
     /* libmodsecurity (a ModSecurity *) and its rules sets, one per
      * distinct welby_waf_rules list (ngx_http_welby_waf.c) */
@@ -217,6 +224,10 @@ typedef struct {
     ngx_uint_t                  fhir_response_status;   /* 403 or 404 */
 
     size_t                      body_max_size;
+
+    ngx_http_welby_geo_list_t  *geo_list;       /* NULL: none */
+    ngx_uint_t                  geo_unknown;    /* as configured */
+    ngx_flag_t                  geo_unknown_deny;   /* in force */
 
     ngx_uint_t                  waf;            /* NGX_HTTP_WELBY_WAF_* */
     ngx_flag_t                  waf_response;
@@ -320,6 +331,15 @@ typedef struct {
 
     /* NGX_HTTP_WELBY_DETECTED_*: what limits and detectors found */
     ngx_uint_t                  detected;
+
+    /* ngx_http_welby_geo_lookup(): the country (two uppercase letters,
+     * empty when unknown) and ASN (0 unknown) of geo_addr (IPv4 as
+     * v4-mapped IPv6), the client address they were looked up for */
+    ngx_str_t                   country;
+    uint32_t                    asn;
+    u_char                      country_data[2];
+    u_char                      geo_addr[16];
+    unsigned                    geo_looked_up:1;
 
     /* the token failure was counted: a rerun never counts it again */
     unsigned                    throttle_counted:1;

@@ -6,6 +6,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_geo.h"
 
 #include <jansson.h>
 
@@ -116,6 +117,14 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_waf_score"), NULL,
       ngx_http_welby_waf_score_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_country"), NULL,
+      ngx_http_welby_country_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_asn"), NULL,
+      ngx_http_welby_asn_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_claim_"), NULL,

@@ -305,8 +305,9 @@ is(got($r), want($big),
     'the body sent after a pause: the backend gets the exact bytes');
 is($r && $r->header('X-Body-Json'), '[ok]',
     'the body sent after a pause: the JSON parsed');
-is(count_log(qr/welby: pipeline run id:\S+ from step 0/, $r)
-    . ' ' . count_log(qr/welby: pipeline run id:\S+ from step 3/, $r), '1 1',
+is(count_log(qr/welby: pipeline run id:\S+ from step 0 \(tls\)/, $r)
+    . ' ' . count_log(qr/welby: pipeline run id:\S+ from step \d+ \(body\)/,
+                      $r), '1 1',
     'the body sent after a pause: the pipeline waited and resumed at the '
     . 'body step');
 is(count_log(qr/welby: step:classify /, $r), 1,

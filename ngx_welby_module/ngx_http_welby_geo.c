@@ -1,0 +1,762 @@
+/*
+ * Geography: welby_geoip2 opens a country database (and an ASN one) with
+ * libmaxminddb at configuration time, as leev's geoip2 module does, so a
+ * missing, unreadable, corrupt or wrong file fails nginx -t; a cycle pool
+ * cleanup closes it, so each cycle of a reload has its own mapping.  The
+ * request path only looks up, lazily, at most once per request and
+ * address; the geo step applies the location's country list.
+ */
+
+#include "ngx_http_welby_module.h"
+#include "ngx_http_welby_geo.h"
+#include "welby_geo.h"
+
+#include <maxminddb.h>
+
+
+/*
+ * Data records nginx -t reads to see that a file is what it says (and
+ * that its records decode): the search tree is checked whole, the data
+ * only this far, so a City database of millions of records still loads
+ * in well under a second.
+ */
+#define NGX_HTTP_WELBY_GEO_CHECK_RECORDS  4096
+
+
+typedef struct {
+    MMDB_s                      mmdb;
+    ngx_str_t                   file;       /* NUL-terminated */
+    unsigned                    open:1;
+} ngx_http_welby_geo_db_t;
+
+
+/* the main conf's databases */
+struct ngx_http_welby_geo_s {
+    ngx_http_welby_geo_db_t     country;
+    ngx_http_welby_geo_db_t     asn;        /* asn.open 0: no ASN file */
+};
+
+
+/* a block's welby_geo_allow or welby_geo_deny lines, one set */
+struct ngx_http_welby_geo_list_s {
+    welby_country_set_t         set;
+    ngx_uint_t                  allow;      /* an allow list, or a deny one */
+    u_char                     *file;       /* its first line, for errors */
+    ngx_uint_t                  line;
+};
+
+
+/* what a file of one kind must be */
+typedef struct {
+    const char                 *name;
+    const char                 *a_name;   /* with its article */
+    const char                **types;    /* database_type families */
+    const char                 *path[3];  /* what its records hold */
+    uint32_t                    data_type;
+    const char                 *what;     /* that, as the error says it */
+} ngx_http_welby_geo_kind_t;
+
+
+static char *ngx_http_welby_geo_open(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_str_t *name,
+    ngx_http_welby_geo_kind_t *kind);
+static ngx_int_t ngx_http_welby_geo_type(const char *type,
+    ngx_http_welby_geo_kind_t *kind);
+static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind);
+static void ngx_http_welby_geo_cleanup(void *data);
+static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
+static ngx_int_t ngx_http_welby_geo_find(ngx_http_request_t *r,
+    ngx_http_welby_geo_db_t *db, struct sockaddr *sa,
+    ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data);
+
+
+/*
+ * The families whose records hold country.iso_code (GeoIP2's City and
+ * Enterprise are Country with more) and those that hold
+ * autonomous_system_number; a database_type is one of them, or one of
+ * them followed by '-' or ' ' (GeoIP2-City-Europe, DBIP-Country-Lite).
+ */
+static const char  *ngx_http_welby_geo_country_types[] = {
+    "GeoLite2-Country",
+    "GeoLite2-City",
+    "GeoIP2-Country",
+    "GeoIP2-City",
+    "GeoIP2-Enterprise",
+    "GeoIP2-Precision-City",
+    "GeoIP2-Precision-Enterprise",
+    "DBIP-Country",
+    "DBIP-City",
+    "DBIP-Location",
+    NULL
+};
+
+static const char  *ngx_http_welby_geo_asn_types[] = {
+    "GeoLite2-ASN",
+    "GeoIP2-ISP",
+    "DBIP-ASN",
+    "DBIP-ISP",
+    NULL
+};
+
+
+static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_country_kind = {
+    "country",
+    "a country",
+    ngx_http_welby_geo_country_types,
+    { "country", "iso_code", NULL },
+    MMDB_DATA_TYPE_UTF8_STRING,
+    "country.iso_code"
+};
+
+static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
+    "ASN",
+    "an ASN",
+    ngx_http_welby_geo_asn_types,
+    { "autonomous_system_number", NULL, NULL },
+    MMDB_DATA_TYPE_UINT32,
+    "autonomous_system_number"
+};
+
+
+/* ::ffff:0:0/96, the IPv4 address in the last four bytes */
+static u_char  ngx_http_welby_geo_v4mapped[12] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+
+/*
+ * welby_geoip2 <country.mmdb> [asn=<asn.mmdb>]: relative names from the
+ * configuration prefix.  Opened by the master (as root, before workers
+ * exist): the workers inherit the mapping, so the file's mode and owner
+ * after start, or its removal, change nothing until the next reload.
+ */
+char *
+ngx_http_welby_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_welby_main_conf_t *wmcf = conf;
+
+    char                  *rv;
+    ngx_str_t             *value, name;
+    ngx_uint_t             i;
+    ngx_http_welby_geo_t  *geo;
+
+    if (wmcf->geo) {
+        return "is duplicate";
+    }
+
+    geo = ngx_pcalloc(cf->pool, sizeof(ngx_http_welby_geo_t));
+    if (geo == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    rv = ngx_http_welby_geo_open(cf, &geo->country, &value[1],
+                                 &ngx_http_welby_geo_country_kind);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "asn=", 4) == 0
+            && value[i].len > 4 && !geo->asn.open)
+        {
+            name.data = value[i].data + 4;
+            name.len = value[i].len - 4;
+
+            rv = ngx_http_welby_geo_open(cf, &geo->asn, &name,
+                                         &ngx_http_welby_geo_asn_kind);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    wmcf->geo = geo;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_str_t *name, ngx_http_welby_geo_kind_t *kind)
+{
+    int                  rc;
+    ngx_err_t            err;
+    const char          *type;
+    ngx_pool_cleanup_t  *cln;
+
+    db->file = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &db->file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rc = MMDB_open((char *) db->file.data, MMDB_MODE_MMAP, &db->mmdb);
+
+    if (rc != MMDB_SUCCESS) {
+        err = (rc == MMDB_FILE_OPEN_ERROR || rc == MMDB_IO_ERROR)
+              ? ngx_errno : 0;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           "welby_geoip2: the %s database \"%V\" cannot "
+                           "be opened: %s", kind->name, &db->file,
+                           MMDB_strerror(rc));
+        return NGX_CONF_ERROR;
+    }
+
+    db->open = 1;
+    cln->handler = ngx_http_welby_geo_cleanup;
+    cln->data = db;
+
+    type = db->mmdb.metadata.database_type;
+
+    if (type == NULL || ngx_http_welby_geo_type(type, kind) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" is a \"%s\" database, "
+                           "not %s database", &db->file,
+                           type ? type : "(untyped)", kind->a_name);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_welby_geo_check(cf, db, kind);
+}
+
+
+static ngx_int_t
+ngx_http_welby_geo_type(const char *type, ngx_http_welby_geo_kind_t *kind)
+{
+    size_t        len;
+    const char  **t;
+
+    for (t = kind->types; *t; t++) {
+        len = ngx_strlen(*t);
+
+        if (ngx_strncmp(type, *t, len) == 0
+            && (type[len] == '\0' || type[len] == '-' || type[len] == ' '))
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The whole search tree, since MMDB_open() checks only the sizes: a
+ * record that points outside the file fails nginx -t rather than making
+ * some addresses unknown at run time.  Then, up to a bound, the data
+ * records it points to: they must decode, and some must hold what the
+ * kind is for (a City file with no country in it is not a country
+ * database, whatever its type says).
+ */
+static char *
+ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_http_welby_geo_kind_t *kind)
+{
+    int                    rc;
+    uint8_t                type;
+    uint32_t               last, i;
+    ngx_uint_t             side, checked, found;
+    MMDB_entry_s           entry;
+    MMDB_entry_data_s      data;
+    MMDB_search_node_s     node;
+
+    checked = 0;
+    found = 0;
+    last = (uint32_t) -1;
+
+    for (i = 0; i < db->mmdb.metadata.node_count; i++) {
+
+        rc = MMDB_read_node(&db->mmdb, i, &node);
+        if (rc != MMDB_SUCCESS) {
+            goto corrupt;
+        }
+
+        for (side = 0; side < 2; side++) {
+            type = side ? node.right_record_type : node.left_record_type;
+            entry = side ? node.right_record_entry : node.left_record_entry;
+
+            if (type == MMDB_RECORD_TYPE_INVALID) {
+                rc = MMDB_CORRUPT_SEARCH_TREE_ERROR;
+                goto corrupt;
+            }
+
+            if (type != MMDB_RECORD_TYPE_DATA
+                || checked == NGX_HTTP_WELBY_GEO_CHECK_RECORDS
+                || entry.offset == last)
+            {
+                continue;
+            }
+
+            last = entry.offset;
+            checked++;
+
+            rc = MMDB_aget_value(&entry, &data, kind->path);
+
+            if (rc == MMDB_SUCCESS) {
+                if (data.has_data && data.type == kind->data_type) {
+                    found++;
+                }
+
+            } else if (rc != MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR) {
+                goto corrupt;
+            }
+        }
+    }
+
+    if (found == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has no record with %s: "
+                           "not %s database", &db->file, kind->what,
+                           kind->a_name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+corrupt:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "welby_geoip2: the %s database \"%V\" is corrupt: "
+                       "%s", kind->name, &db->file, MMDB_strerror(rc));
+    return NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_welby_geo_cleanup(void *data)
+{
+    ngx_http_welby_geo_db_t *db = data;
+
+    if (db->open) {
+        MMDB_close(&db->mmdb);
+        db->open = 0;
+    }
+}
+
+
+void
+ngx_http_welby_geo_create_conf(ngx_http_welby_loc_conf_t *wlcf)
+{
+    wlcf->geo_list = NGX_CONF_UNSET_PTR;
+    wlcf->geo_unknown = NGX_CONF_UNSET_UINT;
+}
+
+
+char *
+ngx_http_welby_geo_allow(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    return ngx_http_welby_geo_add(cf, cmd, conf, 1);
+}
+
+
+char *
+ngx_http_welby_geo_deny(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    return ngx_http_welby_geo_add(cf, cmd, conf, 0);
+}
+
+
+/*
+ * One list per block, of one kind: its lines add up.  An allow list and
+ * a deny list in one block would leave the reader to guess which wins,
+ * so that fails; "off" alone drops what the block would inherit.
+ */
+static char *
+ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow)
+{
+    ngx_int_t                   index;
+    ngx_str_t                  *value;
+    ngx_uint_t                  i;
+    ngx_http_welby_geo_list_t  *list;
+
+    value = cf->args->elts;
+    list = wlcf->geo_list;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        if (list != NGX_CONF_UNSET_PTR) {
+            return "is duplicate: \"off\" stands alone in a block";
+        }
+
+        wlcf->geo_list = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (list == NULL) {
+        return "is duplicate: \"off\" stands alone in a block";
+    }
+
+    if (list != NGX_CONF_UNSET_PTR && list->allow != allow) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"welby_geo_allow\" and \"welby_geo_deny\" "
+                           "in one block: a block has an allow list or a "
+                           "deny list");
+        return NGX_CONF_ERROR;
+    }
+
+    if (list == NGX_CONF_UNSET_PTR) {
+        list = ngx_pcalloc(cf->pool, sizeof(ngx_http_welby_geo_list_t));
+        if (list == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        list->allow = allow;
+        list->file = cf->conf_file->file.name.data;
+        list->line = cf->conf_file->line;
+
+        wlcf->geo_list = list;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        index = welby_country_index(value[i].data, value[i].len);
+
+        if (index < 0 || !welby_country_assigned(index)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid country code \"%V\" in \"%V\", it "
+                               "must be an ISO 3166-1 alpha-2 code such as "
+                               "\"JP\"%s", &value[i], &cmd->name,
+                               (value[i].len == 2
+                                && ngx_strncasecmp(value[i].data,
+                                                   (u_char *) "UK", 2) == 0)
+                               ? " (the United Kingdom is \"GB\")" : "");
+            return NGX_CONF_ERROR;
+        }
+
+        welby_country_set_add(&list->set, index);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A list is inherited whole, with its kind: a block that has its own
+ * replaces it, as nginx's allow and deny rules are replaced.  What an
+ * unknown country gets is decided here for each block: as configured,
+ * or what an auditor expects of the list in force (an allow list lets
+ * only the countries it names in, so not an unknown one; a deny list
+ * keeps out only those it names).
+ */
+char *
+ngx_http_welby_geo_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
+    ngx_http_welby_loc_conf_t *conf)
+{
+    ngx_http_welby_geo_list_t   *list;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    ngx_conf_merge_ptr_value(conf->geo_list, prev->geo_list, NULL);
+
+    if (conf->geo_unknown == NGX_CONF_UNSET_UINT) {
+        conf->geo_unknown = prev->geo_unknown;
+    }
+
+    list = conf->geo_list;
+
+    if (list == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
+
+    if (wmcf->geo == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%s\" in %s:%ui needs \"welby_geoip2\" (the "
+                      "country database) in the http block",
+                      list->allow ? "welby_geo_allow" : "welby_geo_deny",
+                      list->file, list->line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->geo_unknown == NGX_CONF_UNSET_UINT) {
+        conf->geo_unknown_deny = list->allow;
+
+    } else {
+        conf->geo_unknown_deny =
+                      (conf->geo_unknown == NGX_HTTP_WELBY_GEO_UNKNOWN_DENY);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    u_char                       key[16];
+    ngx_int_t                    index;
+    struct sockaddr             *sa;
+    MMDB_entry_data_s            data;
+    struct sockaddr_in           sin;
+    ngx_http_welby_geo_t        *geo;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6         *sin6;
+#endif
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+    geo = wmcf->geo;
+
+    if (geo == NULL) {
+        ngx_str_null(&ctx->country);
+        ctx->asn = 0;
+        return NGX_DECLINED;
+    }
+
+    sa = r->connection->sockaddr;
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        ngx_memcpy(key, ngx_http_welby_geo_v4mapped, 12);
+        ngx_memcpy(key + 12, &((struct sockaddr_in *) sa)->sin_addr, 4);
+        break;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+        ngx_memcpy(key, sin6->sin6_addr.s6_addr, 16);
+
+        /*
+         * A dual-stack listener sees IPv4 clients so: in a database
+         * without the ::ffff:0:0/96 alias they would all be unknown.
+         */
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            ngx_memzero(&sin, sizeof(struct sockaddr_in));
+            sin.sin_family = AF_INET;
+            ngx_memcpy(&sin.sin_addr, key + 12, 4);
+            sa = (struct sockaddr *) &sin;
+        }
+
+        break;
+#endif
+
+    default:
+        /* a UNIX-domain socket: no address to place */
+        ngx_str_null(&ctx->country);
+        ctx->asn = 0;
+        ctx->geo_looked_up = 0;
+        return NGX_OK;
+    }
+
+    if (ctx->geo_looked_up && ngx_memcmp(ctx->geo_addr, key, 16) == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memcpy(ctx->geo_addr, key, 16);
+    ctx->geo_looked_up = 1;
+
+    ngx_str_null(&ctx->country);
+    ctx->asn = 0;
+
+    if (ngx_http_welby_geo_find(r, &geo->country, sa,
+                                &ngx_http_welby_geo_country_kind, &data)
+        == NGX_OK)
+    {
+        index = welby_country_index((const unsigned char *) data.utf8_string,
+                                    data.data_size);
+
+        if (index >= 0) {
+            welby_country_code(index, ctx->country_data);
+            ctx->country.data = ctx->country_data;
+            ctx->country.len = 2;
+        }
+    }
+
+    if (geo->asn.open
+        && ngx_http_welby_geo_find(r, &geo->asn, sa,
+                                   &ngx_http_welby_geo_asn_kind, &data)
+           == NGX_OK)
+    {
+        ctx->asn = data.uint32;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: geo id:%V country:%V asn:%uD",
+                   &ctx->request_id, &ctx->country, ctx->asn);
+
+    return NGX_OK;
+}
+
+
+/*
+ * NGX_OK with the kind's value in data; NGX_DECLINED when the address is
+ * in no record, its record lacks the value, or the file cannot answer
+ * (logged: a file nginx -t checked fails only where its data is bad).
+ */
+static ngx_int_t
+ngx_http_welby_geo_find(ngx_http_request_t *r, ngx_http_welby_geo_db_t *db,
+    struct sockaddr *sa, ngx_http_welby_geo_kind_t *kind,
+    MMDB_entry_data_s *data)
+{
+    int                   rc;
+    MMDB_lookup_result_s  res;
+
+    res = MMDB_lookup_sockaddr(&db->mmdb, sa, &rc);
+
+    if (rc == MMDB_SUCCESS) {
+        if (!res.found_entry) {
+            return NGX_DECLINED;
+        }
+
+        rc = MMDB_aget_value(&res.entry, data, kind->path);
+
+        if (rc == MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (rc == MMDB_IPV6_LOOKUP_IN_IPV4_DATABASE_ERROR) {
+        /* an IPv4-only file: every IPv6 client is unknown */
+        return NGX_DECLINED;
+    }
+
+    if (rc != MMDB_SUCCESS) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "welby: geo lookup in the %s database \"%V\" "
+                      "failed: %s", kind->name, &db->file,
+                      MMDB_strerror(rc));
+        return NGX_DECLINED;
+    }
+
+    if (!data->has_data || data->type != kind->data_type) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+welby_reason_e
+ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
+    ngx_int_t                   index;
+    ngx_uint_t                  deny;
+    ngx_http_welby_geo_list_t  *list;
+
+    list = wlcf->geo_list;
+
+    if (list == NULL) {
+        return WELBY_REASON_NONE;
+    }
+
+    (void) ngx_http_welby_geo_lookup(r, ctx);
+
+    index = welby_country_index(ctx->country.data, ctx->country.len);
+
+    if (index < 0) {
+        deny = wlcf->geo_unknown_deny;
+
+    } else {
+        deny = welby_country_set_has(&list->set, index) ? !list->allow
+                                                         : list->allow;
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: geo step id:%V country:%V %s list: %s",
+                   &ctx->request_id, &ctx->country,
+                   list->allow ? "allow" : "deny", deny ? "deny" : "allow");
+
+    if (!deny) {
+        return WELBY_REASON_NONE;
+    }
+
+    ctx->detected |= NGX_HTTP_WELBY_DETECTED_GEO;
+
+    return WELBY_REASON_GEO_DENIED;
+}
+
+
+/*
+ * $welby_country and $welby_asn, in any location of a configuration with
+ * welby_geoip2: without a welby context the lookup goes into a
+ * throwaway one.  The values are copied, so a later lookup for another
+ * address (realip in another location) cannot change what was read.
+ */
+ngx_int_t
+ngx_http_welby_country_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                *p;
+    ngx_http_welby_ctx_t  *ctx, tmp;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        ngx_memzero(&tmp, sizeof(ngx_http_welby_ctx_t));
+        ctx = &tmp;
+    }
+
+    if (ngx_http_welby_geo_lookup(r, ctx) != NGX_OK
+        || ctx->country.len == 0)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, ctx->country.len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_cpymem(p, ctx->country.data, ctx->country.len) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_welby_asn_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                *p;
+    ngx_http_welby_ctx_t  *ctx, tmp;
+
+    ctx = ngx_http_welby_get_ctx(r);
+
+    if (ctx == NULL) {
+        ngx_memzero(&tmp, sizeof(ngx_http_welby_ctx_t));
+        ctx = &tmp;
+    }
+
+    if (ngx_http_welby_geo_lookup(r, ctx) != NGX_OK || ctx->asn == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT32_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uD", ctx->asn) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}

@@ -1,0 +1,47 @@
+/*
+ * Geography (ngx_http_welby_geo.c): the client's country and ASN from
+ * MMDB files (libmaxminddb), opened at configuration time, looked up at
+ * most once per request and address, and the geo step's country lists.
+ */
+
+#ifndef NGX_HTTP_WELBY_GEO_H
+#define NGX_HTTP_WELBY_GEO_H
+
+#include "ngx_http_welby_module.h"
+
+
+#define NGX_HTTP_WELBY_GEO_UNKNOWN_ALLOW  0
+#define NGX_HTTP_WELBY_GEO_UNKNOWN_DENY   1
+
+
+char *ngx_http_welby_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_welby_geo_allow(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_welby_geo_deny(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_welby_geo_create_conf(ngx_http_welby_loc_conf_t *wlcf);
+char *ngx_http_welby_geo_merge(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
+
+/*
+ * The country (ctx->country: two uppercase letters, empty when unknown)
+ * and ASN (ctx->asn, 0 when unknown) of the client address as nginx sees
+ * it now (after the realip module), looked up once and kept in the ctx
+ * for as long as the address stays the same.  A v4-mapped IPv6 address
+ * is looked up as IPv4.  NGX_OK, or NGX_DECLINED when there is no
+ * welby_geoip2 (both unknown); a failed lookup is unknown, never an
+ * error.
+ */
+ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+
+/* the step: welby_geo_allow / welby_geo_deny, reason geo_denied */
+welby_reason_e ngx_http_welby_geo(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+ngx_int_t ngx_http_welby_country_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_welby_asn_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+#endif /* NGX_HTTP_WELBY_GEO_H */
