@@ -12,6 +12,7 @@
 #include "ngx_http_welby_waf.h"
 #include "ngx_http_welby_throttle.h"
 #include "ngx_http_welby_enumeration.h"
+#include "ngx_http_welby_travel.h"
 #include "ngx_http_welby_zone.h"
 #include "ngx_http_welby_geo.h"
 
@@ -377,6 +378,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       0,
       NULL },
 
+    { ngx_string("welby_travel"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_travel_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_hsts"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_welby_hsts,
@@ -445,6 +453,7 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
     { ngx_string("enumeration"), ngx_http_welby_enumeration },
+    { ngx_string("travel"), ngx_http_welby_travel },
     { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
@@ -2038,9 +2047,13 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->token_binding, prev->token_binding, 0);
     ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
 
-    ngx_conf_merge_ptr_value(conf->throttle, prev->throttle, NULL);
     ngx_conf_merge_ptr_value(conf->enumeration, prev->enumeration, NULL);
-    ngx_conf_merge_ptr_value(conf->travel, prev->travel, NULL);
+
+    if (ngx_http_welby_throttle_merge(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_welby_travel_merge(cf, prev, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (ngx_http_welby_merge_strip(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

@@ -13,6 +13,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_throttle.h"
+#include "ngx_http_welby_geo.h"
 #include "ngx_http_welby_zone.h"
 
 
@@ -39,6 +40,8 @@ struct ngx_http_welby_throttle_conf_s {
     int64_t                     ban;        /* ns */
     int64_t                     max_ban;
     ngx_flag_t                  detect;     /* bans counted, none refused */
+    u_char                     *file;       /* the directive's, for errors */
+    ngx_uint_t                  line;
 };
 
 
@@ -84,6 +87,11 @@ static int64_t ngx_http_welby_throttle_keep(
     ngx_http_welby_throttle_rec_t *rec, ngx_http_welby_throttle_arg_t *a);
 static ngx_uint_t ngx_http_welby_throttle_addr(ngx_http_request_t *r,
     ngx_str_t *key, u_char *buf);
+static ngx_uint_t ngx_http_welby_throttle_asn(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_str_t *key, u_char *buf);
+static void ngx_http_welby_throttle_banned(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_throttle_count_t *c,
+    ngx_http_welby_throttle_arg_t *arg, ngx_str_t *name);
 static ngx_int_t ngx_http_welby_throttle_retry_after(ngx_http_request_t *r,
     int64_t left);
 
@@ -210,6 +218,9 @@ ngx_http_welby_auth_throttle(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    tc->file = cf->conf_file->file.name.data;
+    tc->line = cf->conf_file->line;
+
     wlcf->throttle = tc;
 
     return NGX_CONF_OK;
@@ -307,6 +318,33 @@ ngx_http_welby_throttle_time(ngx_str_t *s, int64_t *ns)
 }
 
 
+char *
+ngx_http_welby_throttle_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
+    ngx_http_welby_loc_conf_t *conf)
+{
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    ngx_conf_merge_ptr_value(conf->throttle, prev->throttle, NULL);
+
+    if (conf->throttle == NULL || conf->throttle->asn.failures == 0) {
+        return NGX_CONF_OK;
+    }
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
+
+    if (wmcf->geo == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"welby_auth_throttle ... asn=\" in %s:%ui needs "
+                      "\"welby_geoip2 ... asn=\" (the ASN database) in the "
+                      "http block", conf->throttle->file,
+                      conf->throttle->line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 welby_reason_e
 ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
@@ -340,7 +378,21 @@ ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     until = arg.ban_until;
 
-    /* per ASN: after the geo step (ngx_http_welby_geo_lookup) lands */
+    /* a banned network refuses all its addresses */
+
+    if (tc->asn.failures && ngx_http_welby_throttle_asn(r, ctx, &key, buf)) {
+        ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
+
+        if (ngx_http_welby_throttle_update(r, tc, &tc->asn, &key, now,
+                                           ngx_http_welby_throttle_check,
+                                           &arg)
+            != NGX_OK)
+        {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+
+        until = ngx_max(until, arg.ban_until);
+    }
 
     if (until <= now) {
         return WELBY_REASON_NONE;
@@ -370,10 +422,12 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf,
     welby_reason_e reason)
 {
-    ngx_str_t                        key;
+    int64_t                          now;
+    ngx_str_t                        key, name;
     ngx_http_welby_throttle_arg_t    arg;
     ngx_http_welby_throttle_conf_t  *tc;
     u_char                           buf[16];
+    u_char                           text[sizeof("AS4294967295")];
 
     tc = wlcf->throttle;
 
@@ -387,31 +441,49 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
     }
 
     ctx->throttle_counted = 1;
+    now = ngx_http_welby_now_ns();
 
-    if (!ngx_http_welby_throttle_addr(r, &key, buf)) {
-        return;
+    if (ngx_http_welby_throttle_addr(r, &key, buf)) {
+        ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
+
+        if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key, now,
+                                           ngx_http_welby_throttle_fail, &arg)
+            == NGX_OK
+            && arg.ban)
+        {
+            ngx_http_welby_throttle_banned(r, ctx, &tc->ip, &arg,
+                                           &r->connection->addr_text);
+        }
     }
 
-    ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
+    if (tc->asn.failures && ngx_http_welby_throttle_asn(r, ctx, &key, buf)) {
+        ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
 
-    if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key,
-                                       ngx_http_welby_now_ns(),
-                                       ngx_http_welby_throttle_fail, &arg)
-        != NGX_OK)
-    {
-        return;
+        if (ngx_http_welby_throttle_update(r, tc, &tc->asn, &key, now,
+                                           ngx_http_welby_throttle_fail, &arg)
+            == NGX_OK
+            && arg.ban)
+        {
+            name.data = text;
+            name.len = ngx_sprintf(text, "AS%uD", ctx->asn) - text;
+
+            ngx_http_welby_throttle_banned(r, ctx, &tc->asn, &arg, &name);
+        }
     }
+}
 
-    if (arg.ban) {
-        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                      "welby: auth_throttle bans %V for %L ms (ban %ui), "
-                      "id:%V", &r->connection->addr_text,
-                      arg.ban / 1000000, arg.strikes, &ctx->request_id);
 
-        ngx_http_welby_audit_alert(r, ctx, &tc->ip.alert,
-                                   &r->connection->addr_text,
-                                   tc->ip.failures);
-    }
+/* A ban began: one notice line and one alert record, naming the key. */
+static void
+ngx_http_welby_throttle_banned(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_throttle_count_t *c,
+    ngx_http_welby_throttle_arg_t *arg, ngx_str_t *name)
+{
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "welby: auth_throttle bans %V for %L ms (ban %ui), id:%V",
+                  name, arg->ban / 1000000, arg->strikes, &ctx->request_id);
+
+    ngx_http_welby_audit_alert(r, ctx, &c->alert, name, c->failures);
 }
 
 
@@ -595,6 +667,29 @@ ngx_http_welby_throttle_addr(ngx_http_request_t *r, ngx_str_t *key,
     }
 
     key->data = buf;
+
+    return 1;
+}
+
+
+/* The client's ASN as 4 bytes, 0 when it is unknown. */
+static ngx_uint_t
+ngx_http_welby_throttle_asn(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_str_t *key, u_char *buf)
+{
+    (void) ngx_http_welby_geo_lookup(r, ctx);
+
+    if (ctx->asn == 0) {
+        return 0;
+    }
+
+    buf[0] = (u_char) (ctx->asn >> 24);
+    buf[1] = (u_char) (ctx->asn >> 16);
+    buf[2] = (u_char) (ctx->asn >> 8);
+    buf[3] = (u_char) ctx->asn;
+
+    key->data = buf;
+    key->len = 4;
 
     return 1;
 }

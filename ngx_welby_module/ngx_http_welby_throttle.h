@@ -12,6 +12,8 @@
 
 char *ngx_http_welby_auth_throttle(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_welby_throttle_merge(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
 
 /* The step before the token step: a banned address or ASN is refused. */
 welby_reason_e ngx_http_welby_throttle(ngx_http_request_t *r,

@@ -31,6 +31,8 @@ struct ngx_http_welby_travel_conf_s {
     int64_t                     window;     /* ns */
     ngx_flag_t                  alert_only;
     ngx_http_welby_alert_t      alert;
+    u_char                     *file;       /* the directive's, for errors */
+    ngx_uint_t                  line;
 };
 
 
@@ -185,6 +187,9 @@ ngx_http_welby_travel_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    tc->file = cf->conf_file->file.name.data;
+    tc->line = cf->conf_file->line;
+
     wlcf->travel = tc;
 
     return NGX_CONF_OK;
@@ -195,6 +200,32 @@ invalid:
                        &value[i]);
 
     return NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_http_welby_travel_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
+    ngx_http_welby_loc_conf_t *conf)
+{
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    ngx_conf_merge_ptr_value(conf->travel, prev->travel, NULL);
+
+    if (conf->travel == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_welby_module);
+
+    if (wmcf->geo == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"welby_travel\" in %s:%ui needs \"welby_geoip2\" "
+                      "(the country database) in the http block",
+                      conf->travel->file, conf->travel->line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -216,9 +247,7 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_NONE;
     }
 
-    if (ngx_http_welby_geo_lookup(r, ctx) != NGX_OK) {
-        return WELBY_REASON_INTERNAL_ERROR;
-    }
+    (void) ngx_http_welby_geo_lookup(r, ctx);
 
     /* an unknown country proves nothing, and changes nothing */
 

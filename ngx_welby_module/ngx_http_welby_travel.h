@@ -11,6 +11,8 @@
 
 char *ngx_http_welby_travel_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_welby_travel_merge(ngx_conf_t *cf,
+    ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
 
 /* The step after enumeration: the country against the key's last one. */
 welby_reason_e ngx_http_welby_travel(ngx_http_request_t *r,

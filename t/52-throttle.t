@@ -19,6 +19,7 @@ use JSON::XS ();
 use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
 use Welby::JWT qw(gen_key jwt write_jwks);
+use Welby::MMDB;
 
 my $t = Welby::Nginx->new();
 my $d = $t->testdir();
@@ -27,7 +28,11 @@ my $key = gen_key('ES256', kid => 'k1');
 my $other = gen_key('ES256', kid => 'k1');
 write_jwks("$d/keys.jwks", $key);
 
-$t->write_file("html/$_/ok", "ok\n") for qw(t g w detect dry r off);
+# 127.0.1.0/24 is AS64501, 127.0.2.0/24 AS64502 (t/lib/Welby/MMDB.pm)
+Welby::MMDB::country_db("$d/country.mmdb");
+Welby::MMDB::asn_db("$d/asn.mmdb");
+
+$t->write_file("html/$_/ok", "ok\n") for qw(t g w detect dry r off asn);
 
 $t->write_file_expand('nginx.conf', <<'EOF');
 %%TEST_GLOBALS%%
@@ -44,6 +49,7 @@ http {
     welby_alert auth_throttled 1/1m;
 
     welby_zone threat 1m;
+    welby_geoip2 %%TESTDIR%%/country.mmdb asn=%%TESTDIR%%/asn.mmdb;
 
     server {
         listen 127.0.0.1:%%PORT_8080%%;
@@ -84,6 +90,11 @@ http {
 
         location /off/ {
             welby_auth_throttle off;
+        }
+
+        location /asn/ {
+            welby_auth_throttle zone=threat failures=10/1m ban=1s
+                                asn=3/1m;
         }
     }
 
@@ -326,6 +337,27 @@ is(join(' ', map { code(ka_get($conn{$_}, $good)) } @w),
 close $_ for values %conn, @extra;
 
 ###############################################################################
+# per ASN: two addresses of AS64501 fail three times together, and the
+# network is banned, its addresses that never failed too
+
+is(code(get('/asn/ok', '127.0.1.5', $bad)) . ', '
+    . code(get('/asn/ok', '127.0.1.5', $bad)),
+    '401 token_signature, 401 token_signature', 'two failures from .1.5');
+is(code(get('/asn/ok', '127.0.1.6', $good)), '200 -',
+    'asn=3/1m: two failures of AS64501, its other address passes');
+is(code(get('/asn/ok', '127.0.1.6', $bad)), '401 token_signature',
+    'the third failure of the network, from .1.6');
+$r = get('/asn/ok', '127.0.1.7', $good);
+is(code($r), '429 auth_throttled',
+    'AS64501 is banned: .1.7, which never failed, is refused');
+is($r && $r->header('Retry-After'), '1', 'with the ban\'s Retry-After');
+is(code(get('/asn/ok', '127.0.2.5', $good)), '200 -',
+    'an address of AS64502 passes');
+is(scalar alerts('AS64501'), 1, 'the ban\'s alert record names the ASN');
+is(scalar alerts('127.0.1.5') + scalar alerts('127.0.1.6'), 0,
+    'no address reached its own ten');
+
+###############################################################################
 # detect modes, and a failure counted once across a redirect
 
 my $D = '127.0.5.5';
@@ -403,6 +435,11 @@ my @BAD = (
         qr/nozone/, 'a zone never declared'],
     ['welby_auth_throttle off; welby_auth_throttle off;',
         qr/is duplicate/, 'twice in a location'],
+    ['welby_auth_throttle zone=threat failures=3/1m ban=1s asn=5/1m;',
+        qr/"welby_auth_throttle \.\.\. asn=" in \S+:\d+ needs "welby_geoip2 \.\.\. asn="/,
+        'asn= without welby_geoip2'],
+    ['welby_auth_throttle zone=threat failures=3/1m ban=1s asn=0/1m;',
+        qr/invalid parameter "asn=0\/1m"/, 'asn=0'],
 );
 
 for my $case (@BAD) {
