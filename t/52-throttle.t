@@ -142,14 +142,14 @@ sub fail_n {
 }
 
 # Polls with a valid token until the ban is over: the time the first
-# allowed request was sent, or undef at the deadline.
+# allowed request was answered (it arrived before, so no sooner than the
+# ban's end), or undef at the deadline.
 sub until_allowed {
     my ($uri, $from, $timeout) = @_;
     my $deadline = time() + $timeout;
     while (time() < $deadline) {
-        my $sent = time();
         my $r = get($uri, $from, $good);
-        return $sent if $r && $r->status == 200;
+        return time() if $r && $r->status == 200;
         return undef unless $r && $r->status == 429;
         sleep 0.05;
     }
