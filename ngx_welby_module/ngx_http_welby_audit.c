@@ -8,6 +8,7 @@
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
 #include "ngx_http_welby_geo.h"
+#include "ngx_http_welby_metrics.h"
 
 #include <openssl/ssl.h>
 
@@ -672,6 +673,10 @@ ngx_http_welby_audit_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < wmcf->audit_sinks->nelts; i++) {
         ngx_http_welby_audit_flush(sink[i].file, cycle->log);
 
+        ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED,
+                                     sink[i].backlog,
+                                     sink[i].backlog_len);
+
         if (sink[i].backlog_len || sink[i].lost) {
             ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                           "welby: audit log \"%V\": %uz bytes of records "
@@ -771,6 +776,8 @@ ngx_http_welby_audit_alert(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     ngx_http_welby_audit_write_record(r, wmcf, &rec);
+
+    ngx_http_welby_metrics_alert(rule);
 }
 
 
@@ -825,6 +832,7 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
         msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
         if (msg == NULL) {
             sl->dropped++;
+            ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
             return;
         }
 
@@ -866,6 +874,7 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
 
     msg = len <= sizeof(stack) ? stack : ngx_alloc(len, log);
     if (msg == NULL) {
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
         return;
     }
 
@@ -881,12 +890,14 @@ ngx_http_welby_audit_send(ngx_http_welby_audit_syslog_t *sl,
     }
 
     if (n == (ssize_t) len) {
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_WRITTEN, 1);
         return;
     }
 
 failed:
 
     sl->failures++;
+    ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
 
     if (ngx_time() - sl->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
         sl->alerted = ngx_time();
@@ -1223,6 +1234,8 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
             line = ngx_alloc(len, log);
             if (line == NULL) {
                 sink->lost++;
+                ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED,
+                                           1);
                 goto done;
             }
 
@@ -1235,6 +1248,7 @@ ngx_http_welby_audit_emit(ngx_http_welby_audit_sink_t *sink,
 
     if (len == 0 || len > cap) {
         sink->lost++;
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "welby: audit record %V not written to \"%V\"",
                       &rec->id, &sink->path);
@@ -1304,6 +1318,11 @@ ngx_http_welby_audit_write(ngx_http_welby_audit_sink_t *sink, u_char *data,
     if (sink->backlog_len) {
         n = ngx_write_fd(sink->file->fd, sink->backlog, sink->backlog_len);
 
+        if (n > 0) {
+            ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_WRITTEN,
+                                         sink->backlog, n);
+        }
+
         if (n == (ssize_t) sink->backlog_len) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "welby: audit log \"%V\" writable again, %uz "
@@ -1328,6 +1347,11 @@ ngx_http_welby_audit_write(ngx_http_welby_audit_sink_t *sink, u_char *data,
     }
 
     n = ngx_write_fd(sink->file->fd, data, len);
+
+    if (n > 0) {
+        ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_WRITTEN,
+                                     data, n);
+    }
 
     if (n == (ssize_t) len) {
         return NGX_OK;
@@ -1367,6 +1391,8 @@ ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink, u_char *data,
         sink->backlog = ngx_alloc(NGX_HTTP_WELBY_AUDIT_BACKLOG, log);
         if (sink->backlog == NULL) {
             sink->lost++;
+            ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED,
+                                         data, len);
             return;
         }
     }
@@ -1379,9 +1405,12 @@ ngx_http_welby_audit_keep(ngx_http_welby_audit_sink_t *sink, u_char *data,
     if (len > NGX_HTTP_WELBY_AUDIT_BACKLOG - sink->backlog_len) {
         /* counted and reported above and at exit: never silent */
         sink->lost++;
+        ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED,
+                                     data, len);
         return;
     }
 
+    ngx_http_welby_metrics_lines(NGX_HTTP_WELBY_METRIC_AUDIT_HELD, data, len);
     ngx_memcpy(sink->backlog + sink->backlog_len, data, len);
     sink->backlog_len += len;
 }
@@ -1533,12 +1562,14 @@ ngx_http_welby_audit_tcp_queue(ngx_http_welby_audit_syslog_t *sl, u_char *msg,
         sl->queue = ngx_alloc(NGX_HTTP_WELBY_AUDIT_TCP_QUEUE, log);
         if (sl->queue == NULL) {
             sl->dropped++;
+            ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
             return;
         }
     }
 
     if (len > NGX_HTTP_WELBY_AUDIT_TCP_QUEUE - sl->queued) {
         sl->dropped++;
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
 
         if (ngx_time() - sl->alerted >= NGX_HTTP_WELBY_AUDIT_ALERT) {
             sl->alerted = ngx_time();
@@ -1679,6 +1710,11 @@ ngx_http_welby_audit_tcp_write(ngx_event_t *wev)
             step = ngx_min(rem, (size_t) n - off);
             off += step;
             rem -= step;
+
+            if (rem == 0) {
+                ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_WRITTEN,
+                                           1);
+            }
         }
 
         sl->partial = rem;
@@ -1746,6 +1782,7 @@ ngx_http_welby_audit_tcp_close(ngx_http_welby_audit_syslog_t *sl,
         sl->queued -= sl->partial;
         sl->partial = 0;
         sl->dropped++;
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_AUDIT_FAILED, 1);
     }
 
     sl->failures++;

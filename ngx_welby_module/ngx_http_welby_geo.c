@@ -49,11 +49,11 @@ struct ngx_http_welby_geo_list_s {
 /* what a file of one kind must be */
 typedef struct {
     const char                 *name;
-    const char                 *a_name;   /* with its article */
-    const char                **types;    /* database_type families */
-    const char                 *path[3];  /* what its records hold */
+    const char                 *a_name;     /* with its article */
+    const char                **types;      /* database_type families */
+    const char                 *path[3];    /* what its records hold */
     uint32_t                    data_type;
-    const char                 *what;     /* that, as the error says it */
+    const char                 *what;       /* that, as errors say it */
 } ngx_http_welby_geo_kind_t;
 
 
@@ -270,13 +270,13 @@ static char *
 ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
     ngx_http_welby_geo_kind_t *kind)
 {
-    int                    rc;
-    uint8_t                type;
-    uint32_t               last, i;
-    ngx_uint_t             side, checked, found;
-    MMDB_entry_s           entry;
-    MMDB_entry_data_s      data;
-    MMDB_search_node_s     node;
+    int                 rc;
+    uint8_t             type;
+    uint32_t            last, i;
+    ngx_uint_t          side, checked, found;
+    MMDB_entry_s        entry;
+    MMDB_entry_data_s   data;
+    MMDB_search_node_s  node;
 
     checked = 0;
     found = 0;
@@ -505,10 +505,10 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     struct sockaddr             *sa;
     MMDB_entry_data_s            data;
     struct sockaddr_in           sin;
-    ngx_http_welby_geo_t        *geo;
 #if (NGX_HAVE_INET6)
     struct sockaddr_in6         *sin6;
 #endif
+    ngx_http_welby_geo_t        *geo;
     ngx_http_welby_main_conf_t  *wmcf;
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);

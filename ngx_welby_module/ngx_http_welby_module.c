@@ -15,6 +15,7 @@
 #include "ngx_http_welby_travel.h"
 #include "ngx_http_welby_zone.h"
 #include "ngx_http_welby_geo.h"
+#include "ngx_http_welby_metrics.h"
 
 #include <openssl/rand.h>
 
@@ -388,6 +389,13 @@ static ngx_command_t  ngx_http_welby_commands[] = {
     { ngx_string("welby_hsts"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_welby_hsts,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_welby_metrics,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -912,6 +920,8 @@ ngx_http_welby_log_handler(ngx_http_request_t *r)
     }
 
     ctx->audited = 1;
+
+    ngx_http_welby_metrics_request(r, ctx);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "welby: log id:%V step:%V reason:%s",
@@ -1836,6 +1846,10 @@ ngx_http_welby_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_welby_metrics_init(cf, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (!wmcf->used) {
         /* No location says "welby on": stay out of every request. */
         return NGX_OK;
@@ -1909,6 +1923,10 @@ static ngx_int_t
 ngx_http_welby_init_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_welby_audit_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_welby_metrics_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 

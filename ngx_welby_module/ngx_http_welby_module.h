@@ -144,6 +144,7 @@ typedef struct {
 /* geography: the MMDB files, a block's country list (..._geo.c) */
 typedef struct ngx_http_welby_geo_s  ngx_http_welby_geo_t;
 typedef struct ngx_http_welby_geo_list_s  ngx_http_welby_geo_list_t;
+typedef struct ngx_http_welby_metrics_s  ngx_http_welby_metrics_t;
 
 
 typedef struct {
@@ -182,6 +183,9 @@ typedef struct {
      * distinct welby_waf_rules list (ngx_http_welby_waf.c) */
     void                       *waf_msc;
     ngx_array_t                *waf_sets;
+
+    /* counters and their zone, private to ngx_http_welby_metrics.c */
+    ngx_http_welby_metrics_t   *metrics;
 
     /* random bytes for request ids, drawn from OpenSSL a page at a time */
     u_char                     *random;

@@ -8,6 +8,7 @@
  */
 
 #include "ngx_http_welby_module.h"
+#include "ngx_http_welby_metrics.h"
 
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
@@ -1797,11 +1798,16 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
             if (key && ngx_memcmp(key->thumbprint, thumbprint, 32) == 0) {
                 ctx->issuer = issuer;
                 ctx->token_cached = 1;
+                ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_CACHE_HIT, 1);
                 return WELBY_REASON_NONE;
             }
         }
 
         ngx_memzero(&ctx->claims, sizeof(welby_claims_t));
+    }
+
+    if (wmcf->token_cache) {
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_CACHE_MISS, 1);
     }
 
     n = welby_token_scratch_size(token->len);
@@ -1864,6 +1870,10 @@ ngx_http_welby_token_verify(ngx_http_request_t *r,
 
     rc = welby_jws_verify(key, t.signing_input.data, t.signing_input.len,
                           t.signature.data, t.signature.len);
+
+    ngx_http_welby_metrics_add(rc == WELBY_REASON_NONE
+                               ? NGX_HTTP_WELBY_METRIC_TOKEN_VALID
+                               : NGX_HTTP_WELBY_METRIC_TOKEN_INVALID, 1);
     if (rc != WELBY_REASON_NONE) {
         return rc;
     }

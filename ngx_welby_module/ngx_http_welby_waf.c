@@ -16,6 +16,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_metrics.h"
 #include "welby_msc.h"
 
 #include <modsecurity/modsecurity.h>
@@ -449,6 +450,8 @@ ngx_http_welby_waf(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         ctx->refusal_status = res->status;
     }
 
+    ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_WAF_REQUEST, 1);
+
     return WELBY_REASON_WAF_BLOCK;
 }
 
@@ -811,6 +814,7 @@ ngx_http_welby_waf_response_decide(ngx_http_request_t *r,
     }
 
     if (wlcf->waf != NGX_HTTP_WELBY_WAF_DETECT) {
+        ngx_http_welby_metrics_add(NGX_HTTP_WELBY_METRIC_WAF_RESPONSE, 1);
         return WELBY_REASON_WAF_BLOCK;
     }
 

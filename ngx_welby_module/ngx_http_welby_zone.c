@@ -448,6 +448,14 @@ ngx_http_welby_zone_evictions(ngx_shm_zone_t *shm_zone)
 }
 
 
+ngx_uint_t
+ngx_http_welby_zone_is(ngx_shm_zone_t *shm_zone)
+{
+    return shm_zone->tag == (void *) &ngx_http_welby_zone_tag
+           && shm_zone->data != NULL;
+}
+
+
 int64_t
 ngx_http_welby_now_ns(void)
 {

@@ -71,6 +71,9 @@ void ngx_http_welby_zone_usage(ngx_shm_zone_t *zone, size_t *used,
 /* Records forgotten because the zone was full, since it was created. */
 ngx_atomic_uint_t ngx_http_welby_zone_evictions(ngx_shm_zone_t *zone);
 
+/* Whether a shared memory zone is a declared welby_zone, for the metrics. */
+ngx_uint_t ngx_http_welby_zone_is(ngx_shm_zone_t *zone);
+
 /*
  * At the end of the http block's configuration (postconfiguration): a
  * zone some directive uses but no "welby_zone" declares fails nginx -t

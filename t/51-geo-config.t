@@ -108,7 +108,7 @@ my $ASN_ERR = 'the ASN database';
 ###############################################################################
 # the files
 
-$t->plan(48);
+$t->plan(49);
 
 passes('a country database', $DB);
 passes('a country and an ASN database',
@@ -117,6 +117,11 @@ passes('a name relative to the configuration prefix',
     'welby_geoip2 geo.mmdb asn=asn.mmdb;');
 passes('a City database is a country database',
     "welby_geoip2 $d/city.mmdb;");
+
+system("$Welby::Nginx::REPO/conf/demo/make-mmdb", "$d/demo-country.mmdb",
+    "$d/demo-asn.mmdb");
+passes('the files of conf/demo/make-mmdb',
+    "welby_geoip2 $d/demo-country.mmdb asn=$d/demo-asn.mmdb;");
 
 refused('a missing file',
     qr/welby_geoip2: the country database "\Q$d\E\/nope.mmdb" cannot be opened: Error opening the specified MaxMind DB file \(2: No such file or directory\)/,

@@ -19,9 +19,9 @@ index_of(const char *s)
 int
 main(void)
 {
-    int                   i, n, all, any;
-    unsigned char         code[2];
-    welby_country_set_t   set;
+    int                  i, n, all, any;
+    unsigned char        code[2];
+    welby_country_set_t  set;
 
     ok(index_of("AA") == 0, "AA is index 0");
     ok(index_of("ZZ") == WELBY_COUNTRY_CODES - 1, "ZZ is the last index");
