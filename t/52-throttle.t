@@ -18,6 +18,7 @@ use IO::Socket::IP;
 use JSON::XS ();
 use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
+use Welby::Prom qw(prom_parse prom_value);
 use Welby::JWT qw(gen_key jwt write_jwks);
 use Welby::MMDB;
 
@@ -102,6 +103,11 @@ http {
         listen 127.0.0.1:%%PORT_8081%%;
         location / { return 404; }
     }
+
+    server {
+        listen 127.0.0.1:%%PORT_8099%%;
+        location = /metrics { welby_metrics; }
+    }
 }
 EOF
 
@@ -118,10 +124,16 @@ my %claims = (iss => 'https://issuer.test', aud => 'https://fhir.test');
 my $good = jwt(key => $key, set => { %claims, sub => 'nurse-52' });
 my $bad = jwt(key => $other, set => { %claims, sub => 'nurse-52' });
 
+# the requests a ban refused, or a detect mode let through: what
+# welby_detections_total{detector="auth_throttled"} must come to
+my $DETECTED = 0;
+
 sub get {
     my ($uri, $from, $token) = @_;
-    return parse_response(http_req(uri => $uri, local => $from,
+    my $r = parse_response(http_req(uri => $uri, local => $from,
         headers => [defined $token ? "Authorization: Bearer $token" : ()]));
+    $DETECTED++ if $r && $r->status == 429;
+    return $r;
 }
 
 sub code { my ($r) = @_; return $r ? $r->status . ' ' . ($r->reason_code
@@ -308,7 +320,9 @@ sub ka_get {
     while (length $buf < $want) {
         sysread($s, $buf, 65536, length $buf) or return undef;
     }
-    return parse_response($buf);
+    my $r = parse_response($buf);
+    $DETECTED++ if $r && $r->status == 429;
+    return $r;
 }
 
 sub worker_of {
@@ -364,6 +378,7 @@ my $D = '127.0.5.5';
 fail_n('/t/ok', $D, 3);
 $r = get('/detect/ok', $D, $good);
 is(code($r), '200 -', 'welby_mode detect: a banned address passes');
+$DETECTED++;
 ok(!($r && defined $r->header('Retry-After')), 'with no Retry-After');
 $id = $r ? $r->request_id : '-';
 ok(scalar $t->wait_for_log(
@@ -374,6 +389,7 @@ my $Y = '127.0.5.6';
 fail_n('/dry/ok', $Y, 2);
 $r = get('/dry/ok', $Y, $good);
 is(code($r), '200 -', 'mode=detect: the ban is counted, nothing refused');
+$DETECTED++;
 $id = $r ? $r->request_id : '-';
 ok(scalar $t->wait_for_log(
     qr/\[warn\] .*welby: detect id:\Q$id\E step:auth_throttle /, 3),
@@ -389,6 +405,35 @@ is(code(get('/t/ok', $R, $good)), '200 -',
     'two requests, two failures (not four): no ban yet');
 fail_n('/t/ok', $R, 1);
 is(code(get('/t/ok', $R, $good)), '429 auth_throttled', 'the third bans');
+
+###############################################################################
+# the metrics: every request that found something, once; every alert record
+
+sub metrics_match {
+    my ($detector, $want) = @_;
+    my ($det, $al, $records) = (-1, -1, 0);
+    my $ok = $t->wait_for(sub {
+        my $m = parse_response(http_req(uri => '/metrics',
+            port => $t->port(8099)));
+        my $p = prom_parse($m ? $m->body : '');
+        $det = prom_value($p, 'welby_detections_total',
+            detector => $detector) // -1;
+        $al = prom_value($p, 'welby_alerts_total', event => $detector) // -1;
+        $records = grep { $_->{alert} && $_->{alert}{event} eq $detector }
+            map { eval { JSON::XS->new->decode($_) } || () }
+            split /\n/, $t->read_file('audit.log');
+        return $det == $want && $al == $records;
+    });
+    return ($ok, $det, $al, $records);
+}
+
+my ($mok, $mdet, $mal, $mrec) = metrics_match('auth_throttled', $DETECTED);
+ok($mok && $mdet == $DETECTED,
+    "welby_detections_total{detector=\"auth_throttled\"}: the $DETECTED requests a ban refused or a detect mode let through")
+    or diag("detections $mdet, wanted $DETECTED");
+ok($mok && $mal == $mrec,
+    "welby_alerts_total{event=\"auth_throttled\"}: the $mrec alert records")
+    or diag("alerts $mal, records $mrec");
 
 ###############################################################################
 # nginx -t

@@ -18,6 +18,7 @@ use IO::Socket::IP;
 use JSON::XS ();
 use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
+use Welby::Prom qw(prom_parse prom_value);
 use Welby::JWT qw(gen_key jwt write_jwks);
 
 my $t = Welby::Nginx->new();
@@ -104,6 +105,11 @@ http {
         listen 127.0.0.1:%%PORT_8081%%;
         location / { js_content echo.echo; }
     }
+
+    server {
+        listen 127.0.0.1:%%PORT_8099%%;
+        location = /metrics { welby_metrics; }
+    }
 }
 EOF
 
@@ -127,10 +133,16 @@ sub token {
         scope => 'user/*.rs', patient => undef, patients => [@P] });
 }
 
+# the requests past a bound, refused or let through: what
+# welby_detections_total{detector="enumeration"} must come to
+my $DETECTED = 0;
+
 sub read_patient {
     my ($base, $tok, $p) = @_;
-    return parse_response(http_req(uri => "$base/Patient/$p",
+    my $r = parse_response(http_req(uri => "$base/Patient/$p",
         headers => ["Authorization: Bearer $tok"]));
+    $DETECTED++ if $r && ($r->reason_code // '') eq 'enumeration';
+    return $r;
 }
 
 sub code { my ($r) = @_; return $r ? $r->status . ' ' . ($r->reason_code
@@ -234,6 +246,7 @@ is(codes('/b/fhir', token('clin-b2', 'app-by'), qw(p5 p6 p7)),
 my $a = token('clin-a', 'app-a');
 is(codes('/a/fhir', $a, qw(p1 p2 p3 p4)), join(', ', ('200 -') x 4),
     'action=alert, patients=2: the third and fourth pass');
+$DETECTED += 2;
 @al = alerts('clin-a');
 is(scalar @al, 1, 'one alert record for both');
 is($al[0] && $al[0]{alert}{count}, 3, 'at the third');
@@ -265,6 +278,7 @@ my $dt = token('clin-d', 'app-d');
 read_patient('/d/fhir', $dt, 'p1');
 $r = read_patient('/d/fhir', $dt, 'p2');
 is(code($r), '200 -', 'welby_mode detect: past the bound, allowed');
+$DETECTED++;
 my $id = $r ? $r->request_id : '-';
 ok(scalar $t->wait_for_log(
     qr/\[warn\] .*welby: detect id:\Q$id\E step:enumeration /
@@ -293,7 +307,9 @@ sub ka_get {
     while (length $buf < $want) {
         sysread($sock, $buf, 65536, length $buf) or return undef;
     }
-    return parse_response($buf);
+    my $r = parse_response($buf);
+    $DETECTED++ if $r && ($r->reason_code // '') eq 'enumeration';
+    return $r;
 }
 
 sub worker_of {
@@ -318,6 +334,35 @@ my @got = map { code(ka_get($conn{$w[$_ % 2]}, $wt, "p" . ($_ + 2))) }
 is(join(', ', @got), '200 -, 200 -, 200 -, 403 enumeration',
     'patients=4: p1 then p2..p5 by alternating workers, the fifth refused');
 close $_ for values %conn, @extra;
+
+###############################################################################
+# the metrics: every request that found something, once; every alert record
+
+sub metrics_match {
+    my ($detector, $want) = @_;
+    my ($det, $al, $records) = (-1, -1, 0);
+    my $ok = $t->wait_for(sub {
+        my $m = parse_response(http_req(uri => '/metrics',
+            port => $t->port(8099)));
+        my $p = prom_parse($m ? $m->body : '');
+        $det = prom_value($p, 'welby_detections_total',
+            detector => $detector) // -1;
+        $al = prom_value($p, 'welby_alerts_total', event => $detector) // -1;
+        $records = grep { $_->{alert} && $_->{alert}{event} eq $detector }
+            map { eval { JSON::XS->new->decode($_) } || () }
+            split /\n/, $t->read_file('audit.log');
+        return $det == $want && $al == $records;
+    });
+    return ($ok, $det, $al, $records);
+}
+
+my ($mok, $mdet, $mal, $mrec) = metrics_match('enumeration', $DETECTED);
+ok($mok && $mdet == $DETECTED,
+    "welby_detections_total{detector=\"enumeration\"}: the $DETECTED requests past a bound, refused or let through")
+    or diag("detections $mdet, wanted $DETECTED");
+ok($mok && $mal == $mrec,
+    "welby_alerts_total{event=\"enumeration\"}: the $mrec alert records")
+    or diag("alerts $mal, records $mrec");
 
 ###############################################################################
 # nginx -t

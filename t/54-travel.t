@@ -18,6 +18,7 @@ use IO::Socket::IP;
 use JSON::XS ();
 use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
+use Welby::Prom qw(prom_parse prom_value);
 use Welby::JWT qw(gen_key jwt write_jwks);
 use Welby::MMDB;
 use MIME::Base64 ();
@@ -81,6 +82,11 @@ http {
             welby_travel zone=travel window=4m;
         }
     }
+
+    server {
+        listen 127.0.0.1:%%PORT_8099%%;
+        location = /metrics { welby_metrics; }
+    }
 }
 EOF
 
@@ -102,10 +108,16 @@ sub token {
         aud => 'https://fhir.test', sub => $sub, %more });
 }
 
+# the requests from a second country, refused or let through: what
+# welby_detections_total{detector="impossible_travel"} must come to
+my $DETECTED = 0;
+
 sub get {
     my ($uri, $from, $tok) = @_;
-    return parse_response(http_req(uri => $uri, local => $from,
+    my $r = parse_response(http_req(uri => $uri, local => $from,
         headers => ["Authorization: Bearer $tok"]));
+    $DETECTED++ if $r && ($r->reason_code // '') eq 'impossible_travel';
+    return $r;
 }
 
 sub code { my ($r) = @_; return $r ? $r->status . ' ' . ($r->reason_code
@@ -209,6 +221,7 @@ is(code(get('/both/ok', $JP, $e2)), '200 -',
 my $fay = token('fay');
 is(path('/alert/ok', $fay, $JP, $US, $US, $JP),
     '200 -, 200 -, 200 -, 200 -', 'action=alert: all pass');
+$DETECTED += 2;     # the two from the US
 @al = alerts('fay');
 is(scalar @al, 1, 'one alert record in the window');
 
@@ -219,6 +232,7 @@ my $gus = token('gus');
 get('/detect/ok', $JP, $gus);
 $r = get('/detect/ok', $US, $gus);
 is(code($r), '200 -', 'welby_mode detect: travel, allowed');
+$DETECTED++;
 my $id = $r ? $r->request_id : '-';
 ok(scalar $t->wait_for_log(
     qr/\[warn\] .*welby: detect id:\Q$id\E step:travel /
@@ -248,7 +262,9 @@ sub ka_get {
     while (length $buf < $want) {
         sysread($sock, $buf, 65536, length $buf) or return undef;
     }
-    return parse_response($buf);
+    my $r = parse_response($buf);
+    $DETECTED++ if $r && ($r->reason_code // '') eq 'impossible_travel';
+    return $r;
 }
 
 sub worker_of {
@@ -278,6 +294,35 @@ is(join(', ', map { code($_) } ka_get($ja, $hal), ka_get($us, $hal)),
     '200 -, 403 impossible_travel',
     'Japan through one worker, the US through the other: refused');
 close $_ for grep { $_ } $ja, $us, @extra;
+
+###############################################################################
+# the metrics: every request that found something, once; every alert record
+
+sub metrics_match {
+    my ($detector, $want) = @_;
+    my ($det, $al, $records) = (-1, -1, 0);
+    my $ok = $t->wait_for(sub {
+        my $m = parse_response(http_req(uri => '/metrics',
+            port => $t->port(8099)));
+        my $p = prom_parse($m ? $m->body : '');
+        $det = prom_value($p, 'welby_detections_total',
+            detector => $detector) // -1;
+        $al = prom_value($p, 'welby_alerts_total', event => $detector) // -1;
+        $records = grep { $_->{alert} && $_->{alert}{event} eq $detector }
+            map { eval { JSON::XS->new->decode($_) } || () }
+            split /\n/, $t->read_file('audit.log');
+        return $det == $want && $al == $records;
+    });
+    return ($ok, $det, $al, $records);
+}
+
+my ($mok, $mdet, $mal, $mrec) = metrics_match('impossible_travel', $DETECTED);
+ok($mok && $mdet == $DETECTED,
+    "welby_detections_total{detector=\"impossible_travel\"}: the $DETECTED requests from a second country, refused or let through")
+    or diag("detections $mdet, wanted $DETECTED");
+ok($mok && $mal == $mrec,
+    "welby_alerts_total{event=\"impossible_travel\"}: the $mrec alert records")
+    or diag("alerts $mal, records $mrec");
 
 ###############################################################################
 # nginx -t
