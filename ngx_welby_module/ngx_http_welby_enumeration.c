@@ -324,7 +324,8 @@ ngx_http_welby_enumeration(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     for (i = 0; i < 2; i++) {
         if (key[i].len
-            && ngx_http_welby_enumeration_update(r, ec, i, &key[i], now, &arg[i])
+            && ngx_http_welby_enumeration_update(r, ec, i, &key[i], now,
+                                                 &arg[i])
                != NGX_OK)
         {
             return WELBY_REASON_INTERNAL_ERROR;
@@ -340,7 +341,8 @@ ngx_http_welby_enumeration(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             arg[i].phase = NGX_HTTP_WELBY_ENUM_AFTER;
             arg[i].refused = over && !arg[i].force;
 
-            if (ngx_http_welby_enumeration_update(r, ec, i, &key[i], now, &arg[i])
+            if (ngx_http_welby_enumeration_update(r, ec, i, &key[i], now,
+                                                  &arg[i])
                 != NGX_OK)
             {
                 return WELBY_REASON_INTERNAL_ERROR;

@@ -55,6 +55,9 @@ typedef struct {
 } ngx_http_welby_travel_arg_t;
 
 
+static ngx_int_t ngx_http_welby_travel_update(ngx_http_request_t *r,
+    ngx_http_welby_travel_conf_t *tc, ngx_uint_t i, ngx_str_t *key,
+    int64_t now, ngx_http_welby_travel_arg_t *arg);
 static ngx_int_t ngx_http_welby_travel_key(ngx_http_request_t *r,
     welby_str_t *iss, welby_str_t *id, ngx_str_t *key);
 static int64_t ngx_http_welby_travel_seen(void *data, ngx_uint_t fresh,
@@ -294,13 +297,10 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         arg[i].phase = (n == 1) ? NGX_HTTP_WELBY_TRAVEL_APPLY
                                 : NGX_HTTP_WELBY_TRAVEL_CHECK;
 
-        if (ngx_http_welby_zone_update_at(tc->zone, tc->space[i], &key[i],
-                                          sizeof(ngx_http_welby_travel_rec_t),
-                                          now, ngx_http_welby_travel_seen,
-                                          &arg[i], r->connection->log)
+        if (ngx_http_welby_travel_update(r, tc, i, &key[i], now, &arg[i])
             != NGX_OK)
         {
-            goto full;
+            return WELBY_REASON_INTERNAL_ERROR;
         }
 
         travel |= arg[i].travel;
@@ -312,13 +312,10 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         for (i = 0; i < 2; i++) {
             arg[i].phase = NGX_HTTP_WELBY_TRAVEL_AFTER;
 
-            if (ngx_http_welby_zone_update_at(tc->zone, tc->space[i],
-                                  &key[i], sizeof(ngx_http_welby_travel_rec_t),
-                                  now, ngx_http_welby_travel_seen, &arg[i],
-                                  r->connection->log)
+            if (ngx_http_welby_travel_update(r, tc, i, &key[i], now, &arg[i])
                 != NGX_OK)
             {
-                goto full;
+                return WELBY_REASON_INTERNAL_ERROR;
             }
         }
     }
@@ -346,14 +343,27 @@ ngx_http_welby_travel(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     return WELBY_REASON_IMPOSSIBLE_TRAVEL;
+}
 
-full:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "welby: travel has no room in zone \"%V\"",
-                  &tc->zone->shm.name);
+static ngx_int_t
+ngx_http_welby_travel_update(ngx_http_request_t *r,
+    ngx_http_welby_travel_conf_t *tc, ngx_uint_t i, ngx_str_t *key,
+    int64_t now, ngx_http_welby_travel_arg_t *arg)
+{
+    if (ngx_http_welby_zone_update_at(tc->zone, tc->space[i], key,
+                                      sizeof(ngx_http_welby_travel_rec_t),
+                                      now, ngx_http_welby_travel_seen, arg,
+                                      r->connection->log)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "welby: travel has no room in zone \"%V\"",
+                      &tc->zone->shm.name);
+        return NGX_ERROR;
+    }
 
-    return WELBY_REASON_INTERNAL_ERROR;
+    return NGX_OK;
 }
 
 
