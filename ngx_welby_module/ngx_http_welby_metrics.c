@@ -28,17 +28,8 @@
 /* the table of names grows by this many: most reloads keep the zone */
 #define NGX_HTTP_WELBY_METRICS_NAMED      64
 
-#define NGX_HTTP_WELBY_METRICS_LABEL_MAX  126
-
 /* the page is written into buffers of this size */
 #define NGX_HTTP_WELBY_METRICS_CHUNK      16384
-
-
-typedef struct {
-    u_char                      family;
-    u_char                      len;
-    u_char                      data[NGX_HTTP_WELBY_METRICS_LABEL_MAX];
-} ngx_http_welby_metrics_name_t;
 
 
 typedef struct {
@@ -48,7 +39,7 @@ typedef struct {
     uint32_t                    named;      /* names the table holds */
     uint32_t                    stride;     /* counters in a row */
     uint32_t                    used;       /* names in the table */
-    ngx_http_welby_metrics_name_t  *names;
+    welby_prom_name_t          *names;
     ngx_atomic_t               *counters;   /* slots * stride */
 } ngx_http_welby_metrics_shctx_t;
 
@@ -223,11 +214,11 @@ ngx_http_welby_metrics_register(ngx_conf_t *cf, const char *family,
         return NGX_ERROR;
     }
 
-    if (label->len == 0 || label->len > NGX_HTTP_WELBY_METRICS_LABEL_MAX) {
+    if (label->len == 0 || label->len > WELBY_PROM_LABEL_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "the name \"%V\" must be 1 to %d bytes long: it "
                            "is a label of %s", label,
-                           NGX_HTTP_WELBY_METRICS_LABEL_MAX,
+                           WELBY_PROM_LABEL_MAX,
                            ngx_http_welby_metrics_families[f].metric);
         return NGX_ERROR;
     }
@@ -622,7 +613,7 @@ ngx_http_welby_metrics_layout(ngx_uint_t slots, ngx_uint_t named,
     /* rows start on a cache line, and are whole lines: 8 counters */
 
     return ngx_align(sizeof(ngx_http_welby_metrics_shctx_t)
-                     + named * sizeof(ngx_http_welby_metrics_name_t), 64)
+                     + named * sizeof(welby_prom_name_t), 64)
            + slots * *stride * sizeof(ngx_atomic_t);
 }
 
@@ -679,20 +670,8 @@ static ngx_uint_t
 ngx_http_welby_metrics_find(ngx_http_welby_metrics_shctx_t *sh,
     ngx_http_welby_metrics_label_t *l)
 {
-    ngx_uint_t                      j;
-    ngx_http_welby_metrics_name_t  *name;
-
-    for (j = 0; j < sh->used; j++) {
-        name = &sh->names[j];
-
-        if (name->family == l->family && name->len == l->label.len
-            && ngx_memcmp(name->data, l->label.data, name->len) == 0)
-        {
-            return j;
-        }
-    }
-
-    return sh->used;
+    return welby_prom_name_find(sh->names, sh->used, l->family,
+                                l->label.data, l->label.len);
 }
 
 
@@ -748,9 +727,9 @@ ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->named = (uint32_t) m->named;
     sh->stride = (uint32_t) stride;
     sh->used = 0;
-    sh->names = (ngx_http_welby_metrics_name_t *) p;
+    sh->names = (welby_prom_name_t *) p;
     sh->counters = (ngx_atomic_t *) ngx_align_ptr(
-                       p + m->named * sizeof(ngx_http_welby_metrics_name_t),
+                       p + m->named * sizeof(welby_prom_name_t),
                        64);
 
     shpool->data = sh;
@@ -779,7 +758,6 @@ static void
 ngx_http_welby_metrics_map(ngx_http_welby_metrics_t *m, ngx_log_t *log)
 {
     ngx_uint_t                       i, j;
-    ngx_http_welby_metrics_name_t   *name;
     ngx_http_welby_metrics_label_t  *l;
     ngx_http_welby_metrics_shctx_t  *sh;
 
@@ -788,25 +766,16 @@ ngx_http_welby_metrics_map(ngx_http_welby_metrics_t *m, ngx_log_t *log)
 
     for (i = 0; i < m->labels.nelts; i++) {
 
-        j = ngx_http_welby_metrics_find(sh, &l[i]);
+        j = welby_prom_name_add(sh->names, &sh->used, sh->named, l[i].family,
+                                l[i].label.data, l[i].label.len);
 
-        if (j == sh->used) {
-
-            if (sh->used == sh->named) {
-                ngx_log_error(NGX_LOG_WARN, log, 0,
-                              "welby: metrics zone full, \"%V\" not "
-                              "counted", &l[i].label);
-                m->column[i] = NGX_HTTP_WELBY_METRIC_FIXED + sh->named;
-                continue;
-            }
-
-            name = &sh->names[j];
-            name->family = (u_char) l[i].family;
-            name->len = (u_char) l[i].label.len;
-            ngx_memcpy(name->data, l[i].label.data, l[i].label.len);
-
-            sh->used++;
+        if (j == sh->named) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "welby: metrics zone full, \"%V\" not counted",
+                          &l[i].label);
         }
+
+        /* the spare column, when full: never shown */
 
         m->column[i] = NGX_HTTP_WELBY_METRIC_FIXED + j;
     }

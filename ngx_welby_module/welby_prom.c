@@ -2,6 +2,8 @@
  * Prometheus text exposition format helpers (see welby_prom.h).
  */
 
+#include <string.h>
+
 #include "welby_prom.h"
 
 
@@ -174,6 +176,54 @@ welby_prom_utf8(const unsigned char *p, size_t len)
     }
 
     return n;
+}
+
+
+size_t
+welby_prom_name_find(const welby_prom_name_t *names, size_t used,
+    unsigned family, const unsigned char *label, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < used; i++) {
+        if (names[i].family == family && names[i].len == len
+            && memcmp(names[i].data, label, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return used;
+}
+
+
+size_t
+welby_prom_name_add(welby_prom_name_t *names, uint32_t *used, size_t cap,
+    unsigned family, const unsigned char *label, size_t len)
+{
+    size_t  i;
+
+    if (len > WELBY_PROM_LABEL_MAX || family > 255) {
+        return cap;
+    }
+
+    i = welby_prom_name_find(names, *used, family, label, len);
+
+    if (i < *used) {
+        return i;
+    }
+
+    if (*used >= cap) {
+        return cap;
+    }
+
+    names[i].family = (unsigned char) family;
+    names[i].len = (unsigned char) len;
+    memcpy(names[i].data, label, len);
+
+    (*used)++;
+
+    return i;
 }
 
 

@@ -46,6 +46,30 @@ int welby_prom_status_class(unsigned long status);
 size_t welby_prom_escape(unsigned char *dst, const unsigned char *src,
     size_t len);
 
+/*
+ * The table of named counters kept in the metrics zone: a name is a
+ * family (a small number) and a label value; its place in the table is
+ * its counter's column, for the zone's life.
+ */
+#define WELBY_PROM_LABEL_MAX  126
+
+typedef struct {
+    unsigned char  family;
+    unsigned char  len;
+    unsigned char  data[WELBY_PROM_LABEL_MAX];
+} welby_prom_name_t;
+
+/* The place of (family, label) among the used names, or used. */
+size_t welby_prom_name_find(const welby_prom_name_t *names, size_t used,
+    unsigned family, const unsigned char *label, size_t len);
+
+/*
+ * The place of (family, label), added after the used ones (*used grows)
+ * when it is new; cap when the table is full or the label too long.
+ */
+size_t welby_prom_name_add(welby_prom_name_t *names, uint32_t *used,
+    size_t cap, unsigned family, const unsigned char *label, size_t len);
+
 /* Milliseconds as seconds with three decimals; dst holds 24 bytes. */
 size_t welby_prom_seconds(unsigned char *dst, uint64_t ms);
 

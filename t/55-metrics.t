@@ -55,6 +55,7 @@ http {
                  audience=https://fhir.test;
     welby_token_cache zone=tokens:1m;
     welby_zone keyed 64k;
+    welby_zone "odd\"name\\ \t東京\n" 32k;
     welby_waf_rules %%TESTDIR%%/rules.conf;
 
     welby_audit_log %%TESTDIR%%/audit.log;
@@ -92,10 +93,17 @@ http {
             proxy_pass http://127.0.0.1:%%PORT_8081%%;
         }
 
+        # the backend's 503, answered as a 200 of the gateway's
         location /fail/ {
             welby on;
             welby_token off;
+            proxy_intercept_errors on;
+            error_page 503 = @fallback;
             proxy_pass http://127.0.0.1:%%PORT_8081%%;
+        }
+
+        location @fallback {
+            return 200 "fallback\n";
         }
 
         location /down/ {
@@ -133,7 +141,7 @@ $written =~ s/^worker_processes 1;$/worker_processes 2;/m
     or die "no worker_processes line in the test globals\n";
 $t->write_file('nginx.conf', $written);
 
-$t->run()->plan(64);
+$t->run()->plan(65);
 
 sub token { jwt(key => $_[0], set => { iss => $ISS, aud => $AUD, @_[1 .. $#_] }) }
 
@@ -241,12 +249,14 @@ my @f = map { get($_, headers => ["Authorization: Bearer $t2"])->status }
 # G: the WAF refuses twice
 get('/waf/x?q=attack') for 1 .. 2;
 
-# H: the backend answers 503; I: no backend, nginx answers 502
+# H: the backend answers 503, error_page answers 200 instead; I: no
+# backend, nginx answers 502
 my $h = get('/fail/x')->status;
 my $i = get('/down/x')->status;
 
-is("@f $h $i", '403 403 200 503 502',
-    'the policy refused p2 twice and let p1 through; the 503 and the 502');
+is("@f $h $i", '403 403 200 200 502',
+    'the policy refused p2 twice and let p1 through; the 503 answered as '
+    . '200; the 502');
 
 my $N = 7 + 5 + 3 + 3 + 2 + 3 + 2 + 1 + 1;
 $p = settled($N);
@@ -282,15 +292,15 @@ is_deeply({ map { $requests->{$_} ? ($_ => $requests->{$_}) : () }
 }, 'welby_requests_total: every request, once, by decision and reason');
 
 is_deeply(prom_series($p, 'welby_responses_total'), {
-    'code="1xx"' => 0, 'code="2xx"' => 11, 'code="3xx"' => 0,
-    'code="4xx"' => 14, 'code="5xx"' => 2,
-}, 'welby_responses_total by status class');
+    'code="1xx"' => 0, 'code="2xx"' => 12, 'code="3xx"' => 0,
+    'code="4xx"' => 14, 'code="5xx"' => 1,
+}, 'welby_responses_total by status class: the answers sent');
 
 is_deeply(prom_series($p, 'welby_upstream_responses_total'), {
     'code="1xx"' => 0, 'code="2xx"' => 11, 'code="3xx"' => 0,
     'code="4xx"' => 0, 'code="5xx"' => 2,
-}, 'welby_upstream_responses_total: the backend\'s 503 and nginx\'s 502 '
-    . 'for the backend that is not there');
+}, 'welby_upstream_responses_total: the backend\'s 503 (answered as 200) '
+    . 'and nginx\'s 502 for the backend that is not there');
 
 is(prom_value($p, 'welby_request_duration_seconds_count'), $N,
     'the histogram counts every request');
@@ -339,6 +349,15 @@ is(prom_value($p, 'welby_build_info', nginx_version => '1.22.1',
 
 my $size = prom_series($p, 'welby_zone_size_bytes');
 my $used = prom_series($p, 'welby_zone_used_bytes');
+# the name as nginx read it: a quote, a backslash, a tab, Tokyo in
+# kanji, a LF; the page writes the tab as the text \x09
+my $odd = "odd\"name\\ \\x09\xe6\x9d\xb1\xe4\xba\xac\n";
+is($size->{qq{zone="$odd"}}, 32768,
+    'a zone name with a quote, a backslash, a tab, UTF-8 and a LF: escaped, '
+    . 'read back');
+delete $size->{qq{zone="$odd"}};
+delete $used->{qq{zone="$odd"}};
+
 is(join(' ', sort keys %$size),
     'zone="keyed" zone="tokens" zone="welby_alerts" zone="welby_metrics"',
     'zone sizes: a welby_zone, the token cache, the alerts\' and the '
@@ -346,7 +365,8 @@ is(join(' ', sort keys %$size),
 is($size->{'zone="tokens"'}, 1048576, 'the token cache as configured, 1m');
 is($size->{'zone="keyed"'}, 65536, 'the welby_zone as configured, 64k');
 is_deeply(prom_series($p, 'welby_zone_evictions_total'), {
-    'zone="keyed"' => 0 }, 'evictions: of the welby_zone, none');
+    'zone="keyed"' => 0, qq{zone="$odd"} => 0 },
+    'evictions: of the welby_zones, none');
 is(join(' ', sort keys %$used), join(' ', sort keys %$size),
     'zone use: the same zones');
 ok(!grep({ $used->{$_} <= 0 || $used->{$_} > $size->{$_} } keys %$size),

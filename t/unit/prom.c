@@ -45,8 +45,11 @@ seconds(uint64_t ms)
 int
 main(void)
 {
-    size_t  i;
-    int     sorted;
+    size_t             i;
+    int                sorted;
+    uint32_t           used;
+    welby_prom_name_t  names[3];
+    unsigned char      label[WELBY_PROM_LABEL_MAX + 1];
 
     /* label values */
 
@@ -111,6 +114,38 @@ main(void)
     ok(welby_prom_status_class(99) == -1, "99: none");
     ok(welby_prom_status_class(600) == -1, "600: none");
     ok(welby_prom_status_class(0) == -1, "0: none");
+
+    /* the table of named counters */
+
+    used = 0;
+
+    ok(welby_prom_name_add(names, &used, 3, 0, (const unsigned char *) "a", 1)
+       == 0 && used == 1, "a first name takes place 0");
+    ok(welby_prom_name_add(names, &used, 3, 0, (const unsigned char *) "b", 1)
+       == 1 && used == 2, "a second one place 1");
+    ok(welby_prom_name_add(names, &used, 3, 0, (const unsigned char *) "a", 1)
+       == 0 && used == 2, "the first again: its place, nothing added");
+    ok(welby_prom_name_add(names, &used, 3, 1, (const unsigned char *) "a", 1)
+       == 2 && used == 3, "the same label in another family: a name of its "
+       "own");
+    ok(welby_prom_name_add(names, &used, 3, 0, (const unsigned char *) "ab",
+                           2) == 3 && used == 3,
+       "the table full: cap, nothing added");
+    ok(welby_prom_name_add(names, &used, 3, 0, (const unsigned char *) "b", 1)
+       == 1, "full, a known name still has its place");
+    ok(welby_prom_name_find(names, used, 0, (const unsigned char *) "ab", 2)
+       == used, "a name not there: used");
+    ok(welby_prom_name_find(names, used, 1, (const unsigned char *) "a", 1)
+       == 2, "found by family and label");
+
+    memset(label, 'x', sizeof(label));
+    used = 0;
+
+    ok(welby_prom_name_add(names, &used, 3, 0, label, WELBY_PROM_LABEL_MAX)
+       == 0, "a label of the longest length");
+    ok(welby_prom_name_add(names, &used, 3, 0, label,
+                           WELBY_PROM_LABEL_MAX + 1) == 3 && used == 1,
+       "one byte longer: refused");
 
     /* seconds */
 
