@@ -9,6 +9,7 @@
 #include "ngx_http_welby_waf.h"
 #include "ngx_http_welby_geo.h"
 #include "ngx_http_welby_metrics.h"
+#include "ngx_http_welby_limit.h"
 
 #include <openssl/ssl.h>
 
@@ -914,6 +915,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 {
     u_char                     *p;
     size_t                      len;
+    ngx_str_t                   name, key;
     ngx_msec_int_t              ms;
     ngx_time_t                 *tp;
     ngx_uint_t                  status;
@@ -1053,6 +1055,15 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         rec->waf_severities = ctx->waf->severities;
         rec->nwaf_rules = ctx->waf->nrules;
         rec->waf_score = ctx->waf->score;
+    }
+
+    ngx_http_welby_limit_fired(ctx, &name, &key);
+
+    if (name.len) {
+        rec->limit_name.data = name.data;
+        rec->limit_name.len = name.len;
+        rec->limit_key.data = key.data;
+        rec->limit_key.len = key.len;
     }
 
     if (r->upstream_states && r->upstream_states->nelts) {

@@ -16,6 +16,7 @@
 #include "ngx_http_welby_zone.h"
 #include "ngx_http_welby_geo.h"
 #include "ngx_http_welby_metrics.h"
+#include "ngx_http_welby_limit.h"
 
 #include <openssl/rand.h>
 
@@ -195,6 +196,20 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       ngx_http_welby_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("welby_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_welby_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_welby_loc_conf_t, limit_headers),
       NULL },
 
     { ngx_string("welby_token"),
@@ -456,10 +471,12 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("tls"), ngx_http_welby_tls },
     { ngx_string("classify"), ngx_http_welby_classify },
     { ngx_string("geo"), ngx_http_welby_geo },
+    { ngx_string("limit_address"), ngx_http_welby_limit_address },
     { ngx_string("auth_throttle"), ngx_http_welby_throttle },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
+    { ngx_string("limit_identity"), ngx_http_welby_limit_identity },
     { ngx_string("enumeration"), ngx_http_welby_enumeration },
     { ngx_string("travel"), ngx_http_welby_travel },
     { ngx_string("waf"), ngx_http_welby_waf },
@@ -1046,6 +1063,10 @@ ngx_http_welby_header_filter(ngx_http_request_t *r)
                                    &ctx->request_id)
         == NULL)
     {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_welby_limit_headers(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -2030,6 +2051,7 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     ngx_http_welby_policy_create_conf(wlcf);
     ngx_http_welby_waf_create_conf(wlcf);
     ngx_http_welby_geo_create_conf(wlcf);
+    ngx_http_welby_limit_create_conf(wlcf);
 
     wlcf->throttle = NGX_CONF_UNSET_PTR;
     wlcf->enumeration = NGX_CONF_UNSET_PTR;
@@ -2082,6 +2104,10 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_welby_geo_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_welby_limit_merge(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -233,6 +233,9 @@ typedef struct {
     ngx_uint_t                  geo_unknown;    /* as configured */
     ngx_flag_t                  geo_unknown_deny;   /* in force */
 
+    ngx_array_t                *limits;         /* welby_limit rules */
+    ngx_flag_t                  limit_headers;
+
     ngx_uint_t                  waf;            /* NGX_HTTP_WELBY_WAF_* */
     ngx_flag_t                  waf_response;
     ngx_array_t                *waf_files;      /* ngx_str_t, full names */
@@ -256,6 +259,9 @@ typedef struct {
 
 /* the response check's state, private to ngx_http_welby_response.c */
 typedef struct ngx_http_welby_response_s  ngx_http_welby_response_t;
+
+/* what the limits charged and found, private to ngx_http_welby_limit.c */
+typedef struct ngx_http_welby_limit_ctx_s  ngx_http_welby_limit_ctx_t;
 
 /* what the waf step found (ngx_http_welby_waf.h) */
 typedef struct ngx_http_welby_waf_result_s  ngx_http_welby_waf_result_t;
@@ -344,6 +350,9 @@ typedef struct {
     u_char                      country_data[2];
     u_char                      geo_addr[16];
     unsigned                    geo_looked_up:1;
+
+    /* the limits' state of the request, or NULL: kept across reruns */
+    ngx_http_welby_limit_ctx_t *limit;
 
     /* the token failure was counted: a rerun never counts it again */
     unsigned                    throttle_counted:1;

@@ -7,6 +7,7 @@
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
 #include "ngx_http_welby_geo.h"
+#include "ngx_http_welby_limit.h"
 
 #include <jansson.h>
 
@@ -125,6 +126,10 @@ static ngx_http_variable_t  ngx_http_welby_vars[] = {
 
     { ngx_string("welby_asn"), NULL,
       ngx_http_welby_asn_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("welby_limit"), NULL,
+      ngx_http_welby_limit_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("welby_claim_"), NULL,

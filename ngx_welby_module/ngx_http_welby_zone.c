@@ -98,7 +98,8 @@ static ngx_http_welby_zone_record_t *ngx_http_welby_zone_lookup(
     ngx_http_welby_zone_t *zone, ngx_rbtree_key_t hash, uint32_t space,
     ngx_str_t *key);
 static ngx_rbtree_node_t *ngx_http_welby_zone_alloc(
-    ngx_http_welby_zone_t *zone, size_t size, int64_t now);
+    ngx_http_welby_zone_t *zone, size_t size, int64_t now,
+    ngx_uint_t *evicted);
 static size_t ngx_http_welby_zone_slab_size(size_t size);
 static void ngx_http_welby_zone_expire(ngx_http_welby_zone_t *zone,
     int64_t now);
@@ -329,7 +330,7 @@ ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
     u_char                         sp[4];
     int64_t                        expire;
     uint64_t                       h;
-    ngx_uint_t                     units, fresh;
+    ngx_uint_t                     units, fresh, evicted;
     ngx_rbtree_node_t             *node;
     ngx_http_welby_zone_t         *zone;
     ngx_http_welby_zone_record_t  *rec;
@@ -362,6 +363,7 @@ ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
 
     rec = ngx_http_welby_zone_lookup(zone, (ngx_rbtree_key_t) h, space, key);
     fresh = 0;
+    evicted = 0;
 
     if (rec && rec->units != units) {
         ngx_http_welby_zone_delete(zone, rec);
@@ -372,7 +374,7 @@ ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
         node = ngx_http_welby_zone_alloc(zone,
                                          ngx_http_welby_zone_record_size(
                                              units, key->len),
-                                         now);
+                                         now, &evicted);
         if (node == NULL) {
             ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -414,6 +416,12 @@ ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (evicted) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "welby: welby_zone \"%V\" forgot %ui live records",
+                       &shm_zone->shm.name, evicted);
+    }
 
     return NGX_OK;
 }
@@ -565,7 +573,7 @@ ngx_http_welby_zone_lookup(ngx_http_welby_zone_t *zone, ngx_rbtree_key_t hash,
  */
 static ngx_rbtree_node_t *
 ngx_http_welby_zone_alloc(ngx_http_welby_zone_t *zone, size_t size,
-    int64_t now)
+    int64_t now, ngx_uint_t *evicted)
 {
     size_t                         want;
     ngx_uint_t                     n, k;
@@ -608,6 +616,7 @@ ngx_http_welby_zone_alloc(ngx_http_welby_zone_t *zone, size_t size,
 
         if (victim->expire > now) {
             zone->sh->evictions++;
+            (*evicted)++;
         }
 
         ngx_http_welby_zone_delete(zone, victim);

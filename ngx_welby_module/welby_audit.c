@@ -670,6 +670,7 @@ welby_audit_body(welby_audit_out_t *o, const welby_audit_record_t *r)
     }
 
     welby_audit_begin(&j, "limit");
+    welby_audit_member_str(&j, "name", &r->limit_name);
     welby_audit_member_str(&j, "key", &r->limit_key);
     welby_audit_end(&j);
 

@@ -46,7 +46,10 @@
  *                trusted proxy that vouched for HTTPS (then "protocol" is
  *                the protocol it reported, if configured)}
  *   waf         {"rules": [rule ids]}
- *   limit       {"key"}                        the rate-limit key that fired
+ *   limit       {"name", "key"}   the welby_limit rule that refused (or,
+ *               in detect mode, found) the request, and its key: an
+ *               address, a subject, a client id, a patient id, or for a
+ *               variable's value the hex of what the zone keeps of it
  *   upstream    {"status"}
  *   alert       {"event", "count", "window_ms", "key"}   alert records only
  *   continues   {"seq", "chain"}: the first line of a stream in a file
@@ -261,6 +264,7 @@ typedef struct {
     size_t                   nwaf_rules;
     int64_t                  waf_score;
 
+    welby_str_t              limit_name;
     welby_str_t              limit_key;
 
     int64_t                  upstream_status;

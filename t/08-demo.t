@@ -22,7 +22,7 @@ use HTTP::Tiny;
 use IO::Socket::IP;
 use JSON::PP;
 use POSIX qw(WNOHANG);
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 use Welby::Nginx;
 
 binmode(Test::More->builder->$_, ':encoding(UTF-8)')
@@ -527,7 +527,7 @@ my @refused = (
 );
 
 my @printed = grep { /^  curl / } split /\n/, $out;
-my $setup = join "\n", grep { /^  [TWOFJ]=/ } split /\n/, $out;
+my $setup = join "\n", grep { /^  [TWOFJB]=/ } split /\n/, $out;
 my $repo = "$FindBin::Bin/..";
 
 for my $case (@allowed, @refused) {
@@ -552,6 +552,43 @@ for my $case (@allowed, @refused) {
     $got =~ s/ \z//;
     is($got, $want, "through the gateway: $name: $want") or diag($resp);
 }
+
+# the per-subject limit: the printed burst of 300, then the request after
+# it, as printed (whether that one finds a request freed depends on the
+# moment: what it must carry either way is checked)
+
+my ($loop) = grep { /^  for i in / } split /\n/, $out;
+my ($after) = grep { / \$B" \S+\/fhir\/Patient\/p1   #/ } @printed;
+ok(defined $loop && defined $after,
+    'the demo prints the burst and the request after it');
+
+my $burst_start = time();
+my $counts = `cd '$repo' && $setup\n$loop`;
+my $burst_s = time() - $burst_start;
+my ($pass) = $counts =~ /^\s*(\d+) 200 $/m;
+my @refused_ra = $counts =~ /^\s*(\d+) 429 (\d+)$/mg;
+my ($refused, %ra) = (0);
+while (my ($n, $s) = splice(@refused_ra, 0, 2)) { $refused += $n; $ra{$s} = 1 }
+$pass //= 0;
+my $most = 51 + int(2 * $burst_s) + 1;
+ok($pass >= 51 && $pass <= $most && $refused == 300 - $pass,
+    sprintf('the printed burst of 300 in %.1f s: %d pass (51 at once, then '
+        . '2 a second: at most %d), the rest 429', $burst_s, $pass, $most))
+    or diag($counts);
+is(join(' ', sort keys %ra), $refused ? '1' : '',
+    "each of the $refused 429s says Retry-After: 1 (0.5 s rounded up)");
+
+$after =~ s/\s+#.*\z//;
+$after =~ s/^\s*curl /curl -s -i --max-time 10 /;
+my $resp = `cd '$repo' && $setup\n$after`;
+(my $st = reason_of($resp)) =~ s/ \z//;
+like($resp, qr/^RateLimit: "per-subject";r=\d+;t=1\r?$/mi,
+    "the request after the burst ($st): RateLimit \"per-subject\";r=..;t=1");
+like($resp, qr/^RateLimit-Policy: "per-subject";q=52;w=26\r?$/mi,
+    'and RateLimit-Policy "per-subject";q=52;w=26 (2 a second, 51 at once)');
+is(($resp =~ /^Retry-After: 1\r?$/mi) ? 1 : 0,
+    $st eq '429 rate_limited' ? 1 : 0,
+    'and a Retry-After exactly when it is refused');
 
 # a transaction at the base itself (/fhir, no slash), with a token that
 # may write p1's Observations: both entries p1's

@@ -299,6 +299,7 @@ main(void)
     r.tls_proxy = (welby_str_t) S("10.0.0.5");
     r.waf_rules = rules;
     r.nwaf_rules = 2;
+    r.limit_name = (welby_str_t) S("per-user");
     r.limit_key = (welby_str_t) S("sub:user-1");
     r.upstream_status = 502;
 
@@ -365,6 +366,7 @@ main(void)
     ok(json_is_array(v) && json_array_size(v) == 2
        && json_integer_value(json_array_get(v, 1)) == 941110,
        "waf.rules is an array of numbers");
+    is_str(get_str(doc, "limit", "name"), "per-user", "limit.name");
     is_str(get_str(doc, "limit", "key"), "sub:user-1", "limit.key");
     ok(get_int(doc, "upstream", "status") == 502, "upstream.status");
     ok(strncmp((char *) buf, "{\"schema\":1,\"time\":", 19) == 0,
