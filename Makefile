@@ -117,7 +117,7 @@ $(BUILD)/asan/ngx_http_welby_module.so: $(BUILD)/asan/objs/Makefile \
 $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) \
         $(wildcard ngx_welby_module/welby_*.h) | deps
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS) -ljansson -lcrypto
+	$(CC) $(UNIT_CFLAGS) -o $@ $< $(PURE_SRCS) -ljansson -lcrypto -lm
 
 # libFuzzer targets (clang), one per pure-C parser; FUZZ_SECONDS each.
 FUZZ_SRCS    := $(wildcard t/fuzz/*.c)
@@ -130,7 +130,7 @@ $(BUILD)/fuzz/%: t/fuzz/%.c $(PURE_SRCS) \
 	clang -g -O1 -Ingx_welby_module \
 	    -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ $< $(PURE_SRCS) \
-	    -ljansson -lcrypto
+	    -ljansson -lcrypto -lm
 
 fuzz: $(FUZZ_BINS)
 	@set -o pipefail; for f in $(FUZZ_BINS); do \

@@ -10,6 +10,9 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_throttle.h"
+#include "ngx_http_welby_enumeration.h"
+#include "ngx_http_welby_travel.h"
 #include "ngx_http_welby_zone.h"
 #include "ngx_http_welby_geo.h"
 #include "ngx_http_welby_metrics.h"
@@ -377,6 +380,27 @@ static ngx_command_t  ngx_http_welby_commands[] = {
       0,
       NULL },
 
+    { ngx_string("welby_auth_throttle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_auth_throttle,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_enumeration"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_enumeration_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("welby_travel"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_welby_travel_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("welby_hsts"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_http_welby_hsts,
@@ -448,10 +472,13 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("classify"), ngx_http_welby_classify },
     { ngx_string("geo"), ngx_http_welby_geo },
     { ngx_string("limit_address"), ngx_http_welby_limit_address },
+    { ngx_string("auth_throttle"), ngx_http_welby_throttle },
     { ngx_string("token"), ngx_http_welby_token },
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
     { ngx_string("limit_identity"), ngx_http_welby_limit_identity },
+    { ngx_string("enumeration"), ngx_http_welby_enumeration },
+    { ngx_string("travel"), ngx_http_welby_travel },
     { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
@@ -771,6 +798,11 @@ ngx_http_welby_access_handler(ngx_http_request_t *r)
 
         if (rc == WELBY_REASON_NONE) {
             continue;
+        }
+
+        if (step->handler == ngx_http_welby_token) {
+            /* counted before the 401 is sent: the next request sees it */
+            ngx_http_welby_throttle_failed(r, ctx, wlcf, rc);
         }
 
         if (ctx->reason == WELBY_REASON_NONE) {
@@ -2021,6 +2053,10 @@ ngx_http_welby_create_loc_conf(ngx_conf_t *cf)
     ngx_http_welby_geo_create_conf(wlcf);
     ngx_http_welby_limit_create_conf(wlcf);
 
+    wlcf->throttle = NGX_CONF_UNSET_PTR;
+    wlcf->enumeration = NGX_CONF_UNSET_PTR;
+    wlcf->travel = NGX_CONF_UNSET_PTR;
+
     return wlcf;
 }
 
@@ -2050,6 +2086,14 @@ ngx_http_welby_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               8192);
     ngx_conf_merge_value(conf->token_binding, prev->token_binding, 0);
     ngx_conf_merge_str_value(conf->realm, prev->realm, "welby");
+
+    ngx_conf_merge_ptr_value(conf->enumeration, prev->enumeration, NULL);
+
+    if (ngx_http_welby_throttle_merge(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_welby_travel_merge(cf, prev, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (ngx_http_welby_merge_strip(cf, prev, conf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

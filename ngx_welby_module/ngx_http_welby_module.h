@@ -193,6 +193,13 @@ typedef struct {
 } ngx_http_welby_main_conf_t;
 
 
+/* the threat detectors' rules, private to their files */
+typedef struct ngx_http_welby_throttle_conf_s  ngx_http_welby_throttle_conf_t;
+typedef struct ngx_http_welby_enumeration_conf_s
+    ngx_http_welby_enumeration_conf_t;
+typedef struct ngx_http_welby_travel_conf_s  ngx_http_welby_travel_conf_t;
+
+
 typedef struct {
     ngx_flag_t                  enable;
     ngx_uint_t                  mode;
@@ -233,6 +240,11 @@ typedef struct {
     ngx_flag_t                  waf_response;
     ngx_array_t                *waf_files;      /* ngx_str_t, full names */
     void                       *waf_rules;      /* a RulesSet * */
+
+    /* welby_auth_throttle, welby_enumeration, welby_travel; NULL: off */
+    ngx_http_welby_throttle_conf_t     *throttle;
+    ngx_http_welby_enumeration_conf_t  *enumeration;
+    ngx_http_welby_travel_conf_t       *travel;
 } ngx_http_welby_loc_conf_t;
 
 
@@ -341,6 +353,9 @@ typedef struct {
 
     /* the limits' state of the request, or NULL: kept across reruns */
     ngx_http_welby_limit_ctx_t *limit;
+
+    /* the token failure was counted: a rerun never counts it again */
+    unsigned                    throttle_counted:1;
 } ngx_http_welby_ctx_t;
 
 
