@@ -2,7 +2,8 @@
  * Geography: welby_geoip2 opens a country database (and an ASN one) with
  * libmaxminddb at configuration time, as leev's geoip2 module does, so a
  * missing, unreadable, corrupt or wrong file fails nginx -t; a cycle pool
- * cleanup closes it, so each cycle of a reload has its own mapping.  The
+ * cleanup closes it, so each cycle of a reload has its own mapping, of a
+ * private copy of the file where the system has memfd_create().  The
  * request path only looks up, lazily, at most once per request and
  * address; the geo step applies the location's country list.
  */
@@ -12,6 +13,18 @@
 #include "welby_geo.h"
 
 #include <maxminddb.h>
+
+#if (NGX_LINUX)
+#include <sys/mman.h>
+#endif
+
+#if (NGX_LINUX && defined MFD_ALLOW_SEALING && defined F_ADD_SEALS)
+#define NGX_HTTP_WELBY_GEO_COPY  1
+#endif
+
+
+/* the bytes read at a time into the copy */
+#define NGX_HTTP_WELBY_GEO_COPY_BUF  65536
 
 
 /*
@@ -60,6 +73,11 @@ typedef struct {
 static char *ngx_http_welby_geo_open(ngx_conf_t *cf,
     ngx_http_welby_geo_db_t *db, ngx_str_t *name,
     ngx_http_welby_geo_kind_t *kind);
+#if (NGX_HTTP_WELBY_GEO_COPY)
+static ngx_int_t ngx_http_welby_geo_copy(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind,
+    ngx_fd_t *copy);
+#endif
 static ngx_int_t ngx_http_welby_geo_type(const char *type,
     ngx_http_welby_geo_kind_t *kind);
 static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
@@ -187,14 +205,28 @@ ngx_http_welby_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * The file is copied, where it can be, into an anonymous memory file
+ * that nothing can change, and that copy is what libmaxminddb maps (by
+ * its /proc/self/fd name): the workers' mapping of the file itself would
+ * change under them when an operator rewrites the file in place (cp
+ * over it, curl -o, > file), and fault them (SIGBUS) at every lookup
+ * once it is shorter.  The copy costs the file's size in memory, shared
+ * by the master and its workers, for as long as the cycle lives.
+ */
 static char *
 ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
     ngx_str_t *name, ngx_http_welby_geo_kind_t *kind)
 {
     int                  rc;
+    char                *path;
+    ngx_fd_t             copy;
     ngx_err_t            err;
     const char          *type;
     ngx_pool_cleanup_t  *cln;
+#if (NGX_HTTP_WELBY_GEO_COPY)
+    u_char               proc[sizeof("/proc/self/fd/") + NGX_INT_T_LEN];
+#endif
 
     db->file = *name;
 
@@ -207,7 +239,50 @@ ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
         return NGX_CONF_ERROR;
     }
 
-    rc = MMDB_open((char *) db->file.data, MMDB_MODE_MMAP, &db->mmdb);
+    path = (char *) db->file.data;
+    copy = NGX_INVALID_FILE;
+
+#if (NGX_HTTP_WELBY_GEO_COPY)
+
+    switch (ngx_http_welby_geo_copy(cf, db, kind, &copy)) {
+
+    case NGX_OK:
+        ngx_sprintf(proc, "/proc/self/fd/%d%Z", copy);
+        path = (char *) proc;
+        break;
+
+    case NGX_DECLINED:
+        break;
+
+    default: /* NGX_ERROR */
+        return NGX_CONF_ERROR;
+    }
+
+#endif
+
+    rc = MMDB_open(path, MMDB_MODE_MMAP, &db->mmdb);
+
+    if (copy != NGX_INVALID_FILE) {
+        err = ngx_errno;
+
+        if (rc == MMDB_FILE_OPEN_ERROR) {
+
+            /* no /proc: the file itself, as where there is no copy */
+
+            ngx_conf_log_error(NGX_LOG_WARN, cf, err,
+                               "welby_geoip2: the copy of \"%V\" cannot "
+                               "be opened, the workers map the file "
+                               "itself: replace it only by a rename",
+                               &db->file);
+
+            rc = MMDB_open((char *) db->file.data, MMDB_MODE_MMAP,
+                           &db->mmdb);
+            err = ngx_errno;
+        }
+
+        (void) ngx_close_file(copy);
+        ngx_set_errno(err);
+    }
 
     if (rc != MMDB_SUCCESS) {
         err = (rc == MMDB_FILE_OPEN_ERROR || rc == MMDB_IO_ERROR)
@@ -236,6 +311,144 @@ ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
 
     return ngx_http_welby_geo_check(cf, db, kind);
 }
+
+
+#if (NGX_HTTP_WELBY_GEO_COPY)
+
+/*
+ * NGX_OK with the copy's descriptor in *copy, sealed against any
+ * change; NGX_DECLINED where the kernel has no memfd_create() (the
+ * file is then mapped itself); NGX_ERROR, logged, when the file cannot
+ * be read (as MMDB_open() would say it).
+ */
+static ngx_int_t
+ngx_http_welby_geo_copy(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_http_welby_geo_kind_t *kind, ngx_fd_t *copy)
+{
+    u_char           *buf;
+    ssize_t           n, w, off;
+    ngx_fd_t          fd, mfd;
+    ngx_err_t         err;
+    const char       *what;
+    ngx_file_info_t   fi;
+
+    /* non-blocking: a FIFO would hold nginx -t until someone writes */
+
+    fd = ngx_open_file(db->file.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "welby_geoip2: the %s database \"%V\" cannot "
+                           "be opened: %s", kind->name, &db->file,
+                           MMDB_strerror(MMDB_FILE_OPEN_ERROR));
+        return NGX_ERROR;
+    }
+
+    mfd = NGX_INVALID_FILE;
+    what = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        what = "fstat() failed";
+        goto failed;
+    }
+
+    if (!ngx_is_file(&fi)) {
+        (void) ngx_close_file(fd);
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: the %s database \"%V\" cannot "
+                           "be opened: not a regular file", kind->name,
+                           &db->file);
+        return NGX_ERROR;
+    }
+
+    mfd = memfd_create("welby_geoip2", MFD_CLOEXEC|MFD_ALLOW_SEALING);
+
+    if (mfd == -1) {
+        err = ngx_errno;
+        (void) ngx_close_file(fd);
+
+        if (err == NGX_ENOSYS || err == EINVAL) {
+            return NGX_DECLINED;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           "welby_geoip2: memfd_create() for \"%V\" failed",
+                           &db->file);
+        return NGX_ERROR;
+    }
+
+    buf = ngx_palloc(cf->temp_pool, NGX_HTTP_WELBY_GEO_COPY_BUF);
+    if (buf == NULL) {
+        goto nomem;
+    }
+
+    for ( ;; ) {
+        n = read(fd, buf, NGX_HTTP_WELBY_GEO_COPY_BUF);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            what = "read() failed";
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        for (off = 0; off < n; off += w) {
+            w = write(mfd, buf + off, n - off);
+
+            if (w == -1) {
+                if (ngx_errno == NGX_EINTR) {
+                    w = 0;
+                    continue;
+                }
+
+                what = "write() of its copy failed";
+                goto failed;
+            }
+        }
+    }
+
+    if (fcntl(mfd, F_ADD_SEALS,
+              F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_WRITE|F_SEAL_SEAL)
+        == -1)
+    {
+        what = "sealing its copy failed";
+        goto failed;
+    }
+
+    (void) ngx_close_file(fd);
+
+    *copy = mfd;
+
+    return NGX_OK;
+
+failed:
+
+    err = ngx_errno;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                       "welby_geoip2: the %s database \"%V\" cannot be "
+                       "opened: %s", kind->name, &db->file, what);
+
+nomem:
+
+    (void) ngx_close_file(fd);
+
+    if (mfd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(mfd);
+    }
+
+    return NGX_ERROR;
+}
+
+#endif
 
 
 static ngx_int_t
