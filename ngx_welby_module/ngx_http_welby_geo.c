@@ -85,9 +85,13 @@ static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
+static ngx_int_t ngx_http_welby_geo_embedded(const u_char *a,
+    struct sockaddr_in *sin);
 static ngx_int_t ngx_http_welby_geo_find(ngx_http_request_t *r,
     ngx_http_welby_geo_db_t *db, struct sockaddr *sa,
     ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data);
+static welby_reason_e ngx_http_welby_geo_decide(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
 
 /*
@@ -141,6 +145,11 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
 /* ::ffff:0:0/96, the IPv4 address in the last four bytes */
 static u_char  ngx_http_welby_geo_v4mapped[12] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+/* 64:ff9b::/96, NAT64's well-known prefix (RFC 6052), the same */
+static u_char  ngx_http_welby_geo_nat64[12] = {
+    0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0
 };
 
 
@@ -714,11 +723,11 @@ ngx_int_t
 ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
     u_char                       key[16];
-    ngx_int_t                    index;
+    ngx_int_t                    index, rc;
     struct sockaddr             *sa;
     MMDB_entry_data_s            data;
-    struct sockaddr_in           sin;
 #if (NGX_HAVE_INET6)
+    struct sockaddr_in           sin;
     struct sockaddr_in6         *sin6;
 #endif
     ngx_http_welby_geo_t        *geo;
@@ -730,6 +739,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     if (geo == NULL) {
         ngx_str_null(&ctx->country);
         ctx->asn = 0;
+        ctx->geo_failed = 0;
         return NGX_DECLINED;
     }
 
@@ -747,15 +757,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         sin6 = (struct sockaddr_in6 *) sa;
         ngx_memcpy(key, sin6->sin6_addr.s6_addr, 16);
 
-        /*
-         * A dual-stack listener sees IPv4 clients so: in a database
-         * without the ::ffff:0:0/96 alias they would all be unknown.
-         */
-
-        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            ngx_memzero(&sin, sizeof(struct sockaddr_in));
-            sin.sin_family = AF_INET;
-            ngx_memcpy(&sin.sin_addr, key + 12, 4);
+        if (ngx_http_welby_geo_embedded(key, &sin) == NGX_OK) {
             sa = (struct sockaddr *) &sin;
         }
 
@@ -767,6 +769,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         ngx_str_null(&ctx->country);
         ctx->asn = 0;
         ctx->geo_looked_up = 0;
+        ctx->geo_failed = 0;
         return NGX_OK;
     }
 
@@ -780,14 +783,22 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     ngx_str_null(&ctx->country);
     ctx->asn = 0;
 
-    if (ngx_http_welby_geo_find(r, &geo->country, sa,
-                                &ngx_http_welby_geo_country_kind, &data)
-        == NGX_OK)
-    {
+    rc = ngx_http_welby_geo_find(r, &geo->country, sa,
+                                 &ngx_http_welby_geo_country_kind, &data);
+
+    ctx->geo_failed = (rc == NGX_ERROR);
+
+    if (rc == NGX_OK) {
         index = welby_country_index((const unsigned char *) data.utf8_string,
                                     data.data_size);
 
-        if (index >= 0) {
+        /*
+         * A code no list can name (DB-IP's ZZ for "unknown", EU, a
+         * user-assigned one) is no country: unknown, as welby_geo_unknown
+         * says.  A lowercase code is the country it spells.
+         */
+
+        if (index >= 0 && welby_country_assigned(index)) {
             welby_country_code(index, ctx->country_data);
             ctx->country.data = ctx->country_data;
             ctx->country.len = 2;
@@ -810,10 +821,59 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
+#if (NGX_HAVE_INET6)
+
+/*
+ * The IPv4 address an IPv6 one embeds as the address its packets go
+ * back to, placed as that IPv4 address whatever the file's aliases: a
+ * dual-stack listener's IPv4 clients (::ffff:0:0/96), which a file
+ * without that alias would leave unknown; 6to4 (2002::/16, bits 16-47);
+ * Teredo (2001::/32): the client's own address, the last 32 bits
+ * inverted, not bits 32-63, the Teredo server, which the client chooses
+ * freely and which MaxMind's alias of 2001::/32 places; NAT64's
+ * well-known prefix 64:ff9b::/96 (a SIIT translator in front).  NGX_OK
+ * with the address in sin, NGX_DECLINED for any other address.
+ */
+static ngx_int_t
+ngx_http_welby_geo_embedded(const u_char *a, struct sockaddr_in *sin)
+{
+    u_char  *p;
+
+    ngx_memzero(sin, sizeof(struct sockaddr_in));
+    sin->sin_family = AF_INET;
+    p = (u_char *) &sin->sin_addr;
+
+    if (ngx_memcmp(a, ngx_http_welby_geo_v4mapped, 12) == 0
+        || ngx_memcmp(a, ngx_http_welby_geo_nat64, 12) == 0)
+    {
+        ngx_memcpy(p, a + 12, 4);
+        return NGX_OK;
+    }
+
+    if (a[0] == 0x20 && a[1] == 0x02) {
+        ngx_memcpy(p, a + 2, 4);
+        return NGX_OK;
+    }
+
+    if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) {
+        p[0] = (u_char) ~a[12];
+        p[1] = (u_char) ~a[13];
+        p[2] = (u_char) ~a[14];
+        p[3] = (u_char) ~a[15];
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+#endif
+
+
 /*
  * NGX_OK with the kind's value in data; NGX_DECLINED when the address is
- * in no record, its record lacks the value, or the file cannot answer
- * (logged: a file nginx -t checked fails only where its data is bad).
+ * in no record or its record lacks the value; NGX_ERROR when the file
+ * cannot answer (logged: a file nginx -t checked fails only where its
+ * data is bad).
  */
 static ngx_int_t
 ngx_http_welby_geo_find(ngx_http_request_t *r, ngx_http_welby_geo_db_t *db,
@@ -847,7 +907,7 @@ ngx_http_welby_geo_find(ngx_http_request_t *r, ngx_http_welby_geo_db_t *db,
                       "welby: geo lookup in the %s database \"%V\" "
                       "failed: %s", kind->name, &db->file,
                       MMDB_strerror(rc));
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
     if (!data->has_data || data->type != kind->data_type) {
@@ -862,6 +922,22 @@ welby_reason_e
 ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    welby_reason_e  reason;
+
+    reason = ngx_http_welby_geo_decide(r, ctx, wlcf);
+
+    if (reason == WELBY_REASON_GEO_DENIED) {
+        ctx->detected |= NGX_HTTP_WELBY_DETECTED_GEO;
+    }
+
+    return reason;
+}
+
+
+static welby_reason_e
+ngx_http_welby_geo_decide(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
     ngx_int_t                   index;
     ngx_uint_t                  deny;
     ngx_http_welby_geo_list_t  *list;
@@ -873,6 +949,21 @@ ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     (void) ngx_http_welby_geo_lookup(r, ctx);
+
+    if (ctx->geo_failed) {
+
+        /*
+         * The file had no answer for this address (a record that does
+         * not decode): unknown would let a deny list's country in, so
+         * the step cannot decide, and fails closed.
+         */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "welby: geo step id:%V lookup failed",
+                       &ctx->request_id);
+
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
 
     index = welby_country_index(ctx->country.data, ctx->country.len);
 
@@ -889,13 +980,7 @@ ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
                    &ctx->request_id, &ctx->country,
                    list->allow ? "allow" : "deny", deny ? "deny" : "allow");
 
-    if (!deny) {
-        return WELBY_REASON_NONE;
-    }
-
-    ctx->detected |= NGX_HTTP_WELBY_DETECTED_GEO;
-
-    return WELBY_REASON_GEO_DENIED;
+    return deny ? WELBY_REASON_GEO_DENIED : WELBY_REASON_NONE;
 }
 
 
