@@ -934,6 +934,20 @@ ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 }
 
 
+/*
+ * nginx runs no access phase for a subrequest, so the geo step of its
+ * main request, in another location, never saw this location's list:
+ * it is applied here (with what the main request looked up), as the
+ * other steps' checks are compared in ngx_http_welby_covers().
+ */
+ngx_uint_t
+ngx_http_welby_geo_covers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
+    return ngx_http_welby_geo_decide(r, ctx, wlcf) == WELBY_REASON_NONE;
+}
+
+
 static welby_reason_e
 ngx_http_welby_geo_decide(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)

@@ -44,6 +44,10 @@ ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
 welby_reason_e ngx_http_welby_geo(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
+/* whether a subrequest into wlcf passes its list (see the step) */
+ngx_uint_t ngx_http_welby_geo_covers(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
 ngx_int_t ngx_http_welby_country_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_welby_asn_variable(ngx_http_request_t *r,
