@@ -67,6 +67,9 @@ typedef struct {
     const char                 *path[3];    /* what its records hold */
     uint32_t                    data_type;
     const char                 *what;       /* that, as errors say it */
+    const char                 *a_what;     /* with its article */
+    const char                 *type_name;  /* data_type, as errors say */
+    ngx_uint_t                  code;       /* the value: a country code */
 } ngx_http_welby_geo_kind_t;
 
 
@@ -82,6 +85,9 @@ static ngx_int_t ngx_http_welby_geo_type(const char *type,
     ngx_http_welby_geo_kind_t *kind);
 static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
     ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind);
+static char *ngx_http_welby_geo_check_value(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind,
+    MMDB_entry_data_s *data);
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
@@ -129,7 +135,10 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_country_kind = {
     ngx_http_welby_geo_country_types,
     { "country", "iso_code", NULL },
     MMDB_DATA_TYPE_UTF8_STRING,
-    "country.iso_code"
+    "country.iso_code",
+    "a country.iso_code",
+    "a string",
+    1
 };
 
 static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
@@ -138,7 +147,10 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
     ngx_http_welby_geo_asn_types,
     { "autonomous_system_number", NULL, NULL },
     MMDB_DATA_TYPE_UINT32,
-    "autonomous_system_number"
+    "autonomous_system_number",
+    "an autonomous_system_number",
+    "a 32-bit unsigned integer",
+    0
 };
 
 
@@ -484,8 +496,9 @@ ngx_http_welby_geo_type(const char *type, ngx_http_welby_geo_kind_t *kind)
  * The whole search tree, since MMDB_open() checks only the sizes: a
  * record that points outside the file fails nginx -t rather than making
  * some addresses unknown at run time.  Then, up to a bound, the data
- * records it points to: they must decode, and some must hold what the
- * kind is for (a City file with no country in it is not a country
+ * records it points to: they must decode, what they hold of the kind's
+ * value must be of its type (a country code of two letters), and some
+ * must hold it (a City file with no country in it is not a country
  * database, whatever its type says).
  */
 static char *
@@ -533,9 +546,17 @@ ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
             rc = MMDB_aget_value(&entry, &data, kind->path);
 
             if (rc == MMDB_SUCCESS) {
-                if (data.has_data && data.type == kind->data_type) {
-                    found++;
+                if (!data.has_data) {
+                    continue;
                 }
+
+                if (ngx_http_welby_geo_check_value(cf, db, kind, &data)
+                    != NGX_CONF_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+
+                found++;
 
             } else if (rc != MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR) {
                 goto corrupt;
@@ -558,6 +579,63 @@ corrupt:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "welby_geoip2: the %s database \"%V\" is corrupt: "
                        "%s", kind->name, &db->file, MMDB_strerror(rc));
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * A value of another type, or a country code that is not two letters
+ * (an alpha-3 "JPN", a name), would be unknown at every lookup: a deny
+ * list would let every such client in.  A code of two letters that is
+ * not assigned (DB-IP's ZZ) passes, and is unknown at run time.
+ */
+static char *
+ngx_http_welby_geo_check_value(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data)
+{
+    size_t         i, len;
+    const u_char  *p;
+
+    if (data->type != kind->data_type) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s that is not %s: "
+                           "not %s database", &db->file, kind->a_what,
+                           kind->type_name, kind->a_name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!kind->code) {
+        return NGX_CONF_OK;
+    }
+
+    p = (const u_char *) data->utf8_string;
+    len = data->data_size;
+
+    if (welby_country_index(p, len) >= 0) {
+        return NGX_CONF_OK;
+    }
+
+    /* the value is quoted only when it is short and plain */
+
+    for (i = 0; i < len && len <= 8; i++) {
+        if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '"' || p[i] == '\\') {
+            break;
+        }
+    }
+
+    if (len <= 8 && i == len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s \"%*s\", not an "
+                           "ISO 3166-1 alpha-2 code: not %s database",
+                           &db->file, kind->a_what, len, p, kind->a_name);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s of %uz bytes, not "
+                           "an ISO 3166-1 alpha-2 code: not %s database",
+                           &db->file, kind->a_what, len, kind->a_name);
+    }
+
     return NGX_CONF_ERROR;
 }
 
