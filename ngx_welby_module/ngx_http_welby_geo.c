@@ -35,6 +35,9 @@
  */
 #define NGX_HTTP_WELBY_GEO_CHECK_RECORDS  4096
 
+/* the bits of IPv6 in front of IPv4 in an IPv6 tree: ::/96 */
+#define NGX_HTTP_WELBY_GEO_V4_START       96
+
 
 typedef struct {
     MMDB_s                      mmdb;
@@ -88,6 +91,8 @@ static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
 static char *ngx_http_welby_geo_check_value(ngx_conf_t *cf,
     ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind,
     MMDB_entry_data_s *data);
+static char *ngx_http_welby_geo_check_depth(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db);
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
@@ -572,13 +577,114 @@ ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_welby_geo_check_depth(cf, db);
 
 corrupt:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "welby_geoip2: the %s database \"%V\" is corrupt: "
                        "%s", kind->name, &db->file, MMDB_strerror(rc));
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * What the metadata's ip_version says of the tree, since libmaxminddb
+ * walks as many bits as it says: an IPv4 file whose tree goes deeper
+ * than 32 bits (an IPv6 tree labelled 4) sends IPv4 clients down the
+ * wrong branches, and an IPv6 file whose IPv4 part (::/96, where every
+ * reader looks IPv4 up) is empty (an IPv4 tree labelled 6, IPv4 held
+ * only at ::ffff:0:0/96) has no answer for an IPv4 client: either
+ * leaves every client unknown, and a deny list lets them all in.
+ */
+static char *
+ngx_http_welby_geo_check_depth(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db)
+{
+    int                 rc;
+    uint32_t            node, stack[2 * 33], depth[2 * 33], visits;
+    ngx_uint_t          n, bit, side;
+    MMDB_search_node_s  sn;
+
+    if (db->mmdb.metadata.ip_version == 6) {
+        node = 0;
+
+        for (bit = 0; bit < NGX_HTTP_WELBY_GEO_V4_START; bit++) {
+            rc = MMDB_read_node(&db->mmdb, node, &sn);
+            if (rc != MMDB_SUCCESS) {
+                goto corrupt;
+            }
+
+            if (sn.left_record_type != MMDB_RECORD_TYPE_SEARCH_NODE) {
+                break;
+            }
+
+            node = (uint32_t) sn.left_record;
+        }
+
+        if (bit < NGX_HTTP_WELBY_GEO_V4_START
+            && sn.left_record_type == MMDB_RECORD_TYPE_EMPTY)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "welby_geoip2: \"%V\" has no IPv4 network "
+                               "at ::/96, where IPv4 addresses are looked "
+                               "up: every IPv4 client would be unknown",
+                               &db->file);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * Depth first, each node once (an IPv4 tree has no aliases), the
+     * stack bounded by the 32 levels: a node at the 32nd is one too
+     * deep, and so is a loop.  A tree whose nodes are shared is walked
+     * no further than its node count, so that no file can make the walk
+     * exponential.
+     */
+
+    stack[0] = 0;
+    depth[0] = 0;
+    n = 1;
+    visits = 0;
+
+    while (n && visits++ < db->mmdb.metadata.node_count) {
+        n--;
+
+        if (depth[n] == 32) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "welby_geoip2: the database \"%V\" is "
+                               "corrupt: its search tree is deeper than "
+                               "its ip_version 4 allows", &db->file);
+            return NGX_CONF_ERROR;
+        }
+
+        rc = MMDB_read_node(&db->mmdb, stack[n], &sn);
+        if (rc != MMDB_SUCCESS) {
+            goto corrupt;
+        }
+
+        node = depth[n] + 1;
+
+        for (side = 0; side < 2; side++) {
+            if ((side ? sn.right_record_type : sn.left_record_type)
+                == MMDB_RECORD_TYPE_SEARCH_NODE)
+            {
+                stack[n] = (uint32_t) (side ? sn.right_record
+                                            : sn.left_record);
+                depth[n] = node;
+                n++;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+
+corrupt:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "welby_geoip2: the database \"%V\" is corrupt: %s",
+                       &db->file, MMDB_strerror(rc));
     return NGX_CONF_ERROR;
 }
 

@@ -567,6 +567,38 @@ Welby::MMDB::country_db("$d/map.mmdb", map => {},
 ok($code != 0 && $msg =~ /\[emerg\].*"\Q$d\E\/map.mmdb" has a country.iso_code that is not a string/,
     'nginx -t: a map as iso_code fails') or diag $msg;
 
+# metadata that lies about the tree: libmaxminddb walks the bits
+# ip_version says, so either lie leaves every client unknown
+sub ip_version_lie {
+    my ($from, $to) = @_;
+    my $b = $t->read_file($from);
+    my $meta = rindex($b, "\xab\xcd\xefMaxMind.com");
+    my $at = index($b, 'ip_version', $meta);
+    substr($b, $at + 11, 1) = $to;      # after the uint16 control byte
+    $t->write_file($to eq "\x06" ? 'v4-as-v6.mmdb' : 'v6-as-v4.mmdb', $b);
+}
+
+Welby::MMDB::country_db("$d/v4.mmdb", ip_version => 4,
+    map => { '127.0.1.0/24' => 'JP', '127.0.2.0/24' => 'US' });
+Welby::MMDB::country_db("$d/v6.mmdb");
+ip_version_lie("$d/v4.mmdb", "\x06");
+ip_version_lie("$d/v6.mmdb", "\x04");
+
+($code, $msg) = t_conf("$d/v4-as-v6.mmdb");
+ok($code != 0 && $msg =~ /\[emerg\].*"\Q$d\E\/v4-as-v6.mmdb" has no IPv4 network/,
+    'nginx -t: an IPv4 tree whose metadata says IPv6 fails') or diag $msg;
+($code, $msg) = t_conf("$d/v6-as-v4.mmdb");
+ok($code != 0 && $msg =~ /\[emerg\].*"\Q$d\E\/v6-as-v4.mmdb" is corrupt: its search tree is deeper than its ip_version 4 allows/,
+    'nginx -t: an IPv6 tree whose metadata says IPv4 fails') or diag $msg;
+
+# IPv4 held only at ::ffff:0:0/96, not at ::/96 where readers look
+Welby::MMDB::country_db("$d/mapped-only.mmdb", alias => 0,
+    map => { '::ffff:127.0.1.0/120' => 'JP' });
+($code, $msg) = t_conf("$d/mapped-only.mmdb");
+ok($code != 0 && $msg =~ /\[emerg\].*"\Q$d\E\/mapped-only.mmdb" has no IPv4 network/,
+    'nginx -t: an IPv6 file with IPv4 only under ::ffff:0:0/96 fails')
+    or diag $msg;
+
 ###############################################################################
 # the file under the running nginx: replaced by rename and reload, with
 # other layouts (record_size 32, an IPv4-only tree)
