@@ -2,7 +2,8 @@
  * Geography: welby_geoip2 opens a country database (and an ASN one) with
  * libmaxminddb at configuration time, as leev's geoip2 module does, so a
  * missing, unreadable, corrupt or wrong file fails nginx -t; a cycle pool
- * cleanup closes it, so each cycle of a reload has its own mapping.  The
+ * cleanup closes it, so each cycle of a reload has its own mapping, of a
+ * private copy of the file where the system has memfd_create().  The
  * request path only looks up, lazily, at most once per request and
  * address; the geo step applies the location's country list.
  */
@@ -13,6 +14,18 @@
 
 #include <maxminddb.h>
 
+#if (NGX_LINUX)
+#include <sys/mman.h>
+#endif
+
+#if (NGX_LINUX && defined MFD_ALLOW_SEALING && defined F_ADD_SEALS)
+#define NGX_HTTP_WELBY_GEO_COPY  1
+#endif
+
+
+/* the bytes read at a time into the copy */
+#define NGX_HTTP_WELBY_GEO_COPY_BUF  65536
+
 
 /*
  * Data records nginx -t reads to see that a file is what it says (and
@@ -21,6 +34,9 @@
  * in well under a second.
  */
 #define NGX_HTTP_WELBY_GEO_CHECK_RECORDS  4096
+
+/* the bits of IPv6 in front of IPv4 in an IPv6 tree: ::/96 */
+#define NGX_HTTP_WELBY_GEO_V4_START       96
 
 
 typedef struct {
@@ -54,22 +70,39 @@ typedef struct {
     const char                 *path[3];    /* what its records hold */
     uint32_t                    data_type;
     const char                 *what;       /* that, as errors say it */
+    const char                 *a_what;     /* with its article */
+    const char                 *type_name;  /* data_type, as errors say */
+    ngx_uint_t                  code;       /* the value: a country code */
 } ngx_http_welby_geo_kind_t;
 
 
 static char *ngx_http_welby_geo_open(ngx_conf_t *cf,
     ngx_http_welby_geo_db_t *db, ngx_str_t *name,
     ngx_http_welby_geo_kind_t *kind);
+#if (NGX_HTTP_WELBY_GEO_COPY)
+static ngx_int_t ngx_http_welby_geo_copy(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind,
+    ngx_fd_t *copy);
+#endif
 static ngx_int_t ngx_http_welby_geo_type(const char *type,
     ngx_http_welby_geo_kind_t *kind);
 static char *ngx_http_welby_geo_check(ngx_conf_t *cf,
     ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind);
+static char *ngx_http_welby_geo_check_value(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db, ngx_http_welby_geo_kind_t *kind,
+    MMDB_entry_data_s *data);
+static char *ngx_http_welby_geo_check_depth(ngx_conf_t *cf,
+    ngx_http_welby_geo_db_t *db);
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
+static ngx_int_t ngx_http_welby_geo_embedded(const u_char *a,
+    struct sockaddr_in *sin);
 static ngx_int_t ngx_http_welby_geo_find(ngx_http_request_t *r,
     ngx_http_welby_geo_db_t *db, struct sockaddr *sa,
     ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data);
+static welby_reason_e ngx_http_welby_geo_decide(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
 
 /*
@@ -107,7 +140,10 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_country_kind = {
     ngx_http_welby_geo_country_types,
     { "country", "iso_code", NULL },
     MMDB_DATA_TYPE_UTF8_STRING,
-    "country.iso_code"
+    "country.iso_code",
+    "a country.iso_code",
+    "a string",
+    1
 };
 
 static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
@@ -116,13 +152,21 @@ static ngx_http_welby_geo_kind_t  ngx_http_welby_geo_asn_kind = {
     ngx_http_welby_geo_asn_types,
     { "autonomous_system_number", NULL, NULL },
     MMDB_DATA_TYPE_UINT32,
-    "autonomous_system_number"
+    "autonomous_system_number",
+    "an autonomous_system_number",
+    "a 32-bit unsigned integer",
+    0
 };
 
 
 /* ::ffff:0:0/96, the IPv4 address in the last four bytes */
 static u_char  ngx_http_welby_geo_v4mapped[12] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+};
+
+/* 64:ff9b::/96, NAT64's well-known prefix (RFC 6052), the same */
+static u_char  ngx_http_welby_geo_nat64[12] = {
+    0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0
 };
 
 
@@ -187,14 +231,28 @@ ngx_http_welby_geoip2(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * The file is copied, where it can be, into an anonymous memory file
+ * that nothing can change, and that copy is what libmaxminddb maps (by
+ * its /proc/self/fd name): the workers' mapping of the file itself would
+ * change under them when an operator rewrites the file in place (cp
+ * over it, curl -o, > file), and fault them (SIGBUS) at every lookup
+ * once it is shorter.  The copy costs the file's size in memory, shared
+ * by the master and its workers, for as long as the cycle lives.
+ */
 static char *
 ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
     ngx_str_t *name, ngx_http_welby_geo_kind_t *kind)
 {
     int                  rc;
+    char                *path;
+    ngx_fd_t             copy;
     ngx_err_t            err;
     const char          *type;
     ngx_pool_cleanup_t  *cln;
+#if (NGX_HTTP_WELBY_GEO_COPY)
+    u_char               proc[sizeof("/proc/self/fd/") + NGX_INT_T_LEN];
+#endif
 
     db->file = *name;
 
@@ -207,7 +265,50 @@ ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
         return NGX_CONF_ERROR;
     }
 
-    rc = MMDB_open((char *) db->file.data, MMDB_MODE_MMAP, &db->mmdb);
+    path = (char *) db->file.data;
+    copy = NGX_INVALID_FILE;
+
+#if (NGX_HTTP_WELBY_GEO_COPY)
+
+    switch (ngx_http_welby_geo_copy(cf, db, kind, &copy)) {
+
+    case NGX_OK:
+        ngx_sprintf(proc, "/proc/self/fd/%d%Z", copy);
+        path = (char *) proc;
+        break;
+
+    case NGX_DECLINED:
+        break;
+
+    default: /* NGX_ERROR */
+        return NGX_CONF_ERROR;
+    }
+
+#endif
+
+    rc = MMDB_open(path, MMDB_MODE_MMAP, &db->mmdb);
+
+    if (copy != NGX_INVALID_FILE) {
+        err = ngx_errno;
+
+        if (rc == MMDB_FILE_OPEN_ERROR) {
+
+            /* no /proc: the file itself, as where there is no copy */
+
+            ngx_conf_log_error(NGX_LOG_WARN, cf, err,
+                               "welby_geoip2: the copy of \"%V\" cannot "
+                               "be opened, the workers map the file "
+                               "itself: replace it only by a rename",
+                               &db->file);
+
+            rc = MMDB_open((char *) db->file.data, MMDB_MODE_MMAP,
+                           &db->mmdb);
+            err = ngx_errno;
+        }
+
+        (void) ngx_close_file(copy);
+        ngx_set_errno(err);
+    }
 
     if (rc != MMDB_SUCCESS) {
         err = (rc == MMDB_FILE_OPEN_ERROR || rc == MMDB_IO_ERROR)
@@ -238,6 +339,144 @@ ngx_http_welby_geo_open(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
 }
 
 
+#if (NGX_HTTP_WELBY_GEO_COPY)
+
+/*
+ * NGX_OK with the copy's descriptor in *copy, sealed against any
+ * change; NGX_DECLINED where the kernel has no memfd_create() (the
+ * file is then mapped itself); NGX_ERROR, logged, when the file cannot
+ * be read (as MMDB_open() would say it).
+ */
+static ngx_int_t
+ngx_http_welby_geo_copy(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_http_welby_geo_kind_t *kind, ngx_fd_t *copy)
+{
+    u_char           *buf;
+    ssize_t           n, w, off;
+    ngx_fd_t          fd, mfd;
+    ngx_err_t         err;
+    const char       *what;
+    ngx_file_info_t   fi;
+
+    /* non-blocking: a FIFO would hold nginx -t until someone writes */
+
+    fd = ngx_open_file(db->file.data, NGX_FILE_RDONLY|NGX_FILE_NONBLOCK,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "welby_geoip2: the %s database \"%V\" cannot "
+                           "be opened: %s", kind->name, &db->file,
+                           MMDB_strerror(MMDB_FILE_OPEN_ERROR));
+        return NGX_ERROR;
+    }
+
+    mfd = NGX_INVALID_FILE;
+    what = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        what = "fstat() failed";
+        goto failed;
+    }
+
+    if (!ngx_is_file(&fi)) {
+        (void) ngx_close_file(fd);
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: the %s database \"%V\" cannot "
+                           "be opened: not a regular file", kind->name,
+                           &db->file);
+        return NGX_ERROR;
+    }
+
+    mfd = memfd_create("welby_geoip2", MFD_CLOEXEC|MFD_ALLOW_SEALING);
+
+    if (mfd == -1) {
+        err = ngx_errno;
+        (void) ngx_close_file(fd);
+
+        if (err == NGX_ENOSYS || err == EINVAL) {
+            return NGX_DECLINED;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           "welby_geoip2: memfd_create() for \"%V\" failed",
+                           &db->file);
+        return NGX_ERROR;
+    }
+
+    buf = ngx_palloc(cf->temp_pool, NGX_HTTP_WELBY_GEO_COPY_BUF);
+    if (buf == NULL) {
+        goto nomem;
+    }
+
+    for ( ;; ) {
+        n = read(fd, buf, NGX_HTTP_WELBY_GEO_COPY_BUF);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            what = "read() failed";
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        for (off = 0; off < n; off += w) {
+            w = write(mfd, buf + off, n - off);
+
+            if (w == -1) {
+                if (ngx_errno == NGX_EINTR) {
+                    w = 0;
+                    continue;
+                }
+
+                what = "write() of its copy failed";
+                goto failed;
+            }
+        }
+    }
+
+    if (fcntl(mfd, F_ADD_SEALS,
+              F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_WRITE|F_SEAL_SEAL)
+        == -1)
+    {
+        what = "sealing its copy failed";
+        goto failed;
+    }
+
+    (void) ngx_close_file(fd);
+
+    *copy = mfd;
+
+    return NGX_OK;
+
+failed:
+
+    err = ngx_errno;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                       "welby_geoip2: the %s database \"%V\" cannot be "
+                       "opened: %s", kind->name, &db->file, what);
+
+nomem:
+
+    (void) ngx_close_file(fd);
+
+    if (mfd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(mfd);
+    }
+
+    return NGX_ERROR;
+}
+
+#endif
+
+
 static ngx_int_t
 ngx_http_welby_geo_type(const char *type, ngx_http_welby_geo_kind_t *kind)
 {
@@ -262,8 +501,9 @@ ngx_http_welby_geo_type(const char *type, ngx_http_welby_geo_kind_t *kind)
  * The whole search tree, since MMDB_open() checks only the sizes: a
  * record that points outside the file fails nginx -t rather than making
  * some addresses unknown at run time.  Then, up to a bound, the data
- * records it points to: they must decode, and some must hold what the
- * kind is for (a City file with no country in it is not a country
+ * records it points to: they must decode, what they hold of the kind's
+ * value must be of its type (a country code of two letters), and some
+ * must hold it (a City file with no country in it is not a country
  * database, whatever its type says).
  */
 static char *
@@ -311,9 +551,17 @@ ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
             rc = MMDB_aget_value(&entry, &data, kind->path);
 
             if (rc == MMDB_SUCCESS) {
-                if (data.has_data && data.type == kind->data_type) {
-                    found++;
+                if (!data.has_data) {
+                    continue;
                 }
+
+                if (ngx_http_welby_geo_check_value(cf, db, kind, &data)
+                    != NGX_CONF_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+
+                found++;
 
             } else if (rc != MMDB_LOOKUP_PATH_DOES_NOT_MATCH_DATA_ERROR) {
                 goto corrupt;
@@ -329,13 +577,171 @@ ngx_http_welby_geo_check(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_welby_geo_check_depth(cf, db);
 
 corrupt:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "welby_geoip2: the %s database \"%V\" is corrupt: "
                        "%s", kind->name, &db->file, MMDB_strerror(rc));
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * What the metadata's ip_version says of the tree, since libmaxminddb
+ * walks as many bits as it says: an IPv4 file whose tree goes deeper
+ * than 32 bits (an IPv6 tree labelled 4) sends IPv4 clients down the
+ * wrong branches, and an IPv6 file whose IPv4 part (::/96, where every
+ * reader looks IPv4 up) is empty (an IPv4 tree labelled 6, IPv4 held
+ * only at ::ffff:0:0/96) has no answer for an IPv4 client: either
+ * leaves every client unknown, and a deny list lets them all in.
+ */
+static char *
+ngx_http_welby_geo_check_depth(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db)
+{
+    int                 rc;
+    uint32_t            node, stack[2 * 33], depth[2 * 33], visits;
+    ngx_uint_t          n, bit, side;
+    MMDB_search_node_s  sn;
+
+    if (db->mmdb.metadata.ip_version == 6) {
+        node = 0;
+
+        for (bit = 0; bit < NGX_HTTP_WELBY_GEO_V4_START; bit++) {
+            rc = MMDB_read_node(&db->mmdb, node, &sn);
+            if (rc != MMDB_SUCCESS) {
+                goto corrupt;
+            }
+
+            if (sn.left_record_type != MMDB_RECORD_TYPE_SEARCH_NODE) {
+                break;
+            }
+
+            node = (uint32_t) sn.left_record;
+        }
+
+        if (bit < NGX_HTTP_WELBY_GEO_V4_START
+            && sn.left_record_type == MMDB_RECORD_TYPE_EMPTY)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "welby_geoip2: \"%V\" has no IPv4 network "
+                               "at ::/96, where IPv4 addresses are looked "
+                               "up: every IPv4 client would be unknown",
+                               &db->file);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * Depth first, each node once (an IPv4 tree has no aliases), the
+     * stack bounded by the 32 levels: a node at the 32nd is one too
+     * deep, and so is a loop.  A tree whose nodes are shared is walked
+     * no further than its node count, so that no file can make the walk
+     * exponential.
+     */
+
+    stack[0] = 0;
+    depth[0] = 0;
+    n = 1;
+    visits = 0;
+
+    while (n && visits++ < db->mmdb.metadata.node_count) {
+        n--;
+
+        if (depth[n] == 32) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "welby_geoip2: the database \"%V\" is "
+                               "corrupt: its search tree is deeper than "
+                               "its ip_version 4 allows", &db->file);
+            return NGX_CONF_ERROR;
+        }
+
+        rc = MMDB_read_node(&db->mmdb, stack[n], &sn);
+        if (rc != MMDB_SUCCESS) {
+            goto corrupt;
+        }
+
+        node = depth[n] + 1;
+
+        for (side = 0; side < 2; side++) {
+            if ((side ? sn.right_record_type : sn.left_record_type)
+                == MMDB_RECORD_TYPE_SEARCH_NODE)
+            {
+                stack[n] = (uint32_t) (side ? sn.right_record
+                                            : sn.left_record);
+                depth[n] = node;
+                n++;
+            }
+        }
+    }
+
+    return NGX_CONF_OK;
+
+corrupt:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "welby_geoip2: the database \"%V\" is corrupt: %s",
+                       &db->file, MMDB_strerror(rc));
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * A value of another type, or a country code that is not two letters
+ * (an alpha-3 "JPN", a name), would be unknown at every lookup: a deny
+ * list would let every such client in.  A code of two letters that is
+ * not assigned (DB-IP's ZZ) passes, and is unknown at run time.
+ */
+static char *
+ngx_http_welby_geo_check_value(ngx_conf_t *cf, ngx_http_welby_geo_db_t *db,
+    ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data)
+{
+    size_t         i, len;
+    const u_char  *p;
+
+    if (data->type != kind->data_type) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s that is not %s: "
+                           "not %s database", &db->file, kind->a_what,
+                           kind->type_name, kind->a_name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!kind->code) {
+        return NGX_CONF_OK;
+    }
+
+    p = (const u_char *) data->utf8_string;
+    len = data->data_size;
+
+    if (welby_country_index(p, len) >= 0) {
+        return NGX_CONF_OK;
+    }
+
+    /* the value is quoted only when it is short and plain */
+
+    for (i = 0; i < len && len <= 8; i++) {
+        if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '"' || p[i] == '\\') {
+            break;
+        }
+    }
+
+    if (len <= 8 && i == len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s \"%*s\", not an "
+                           "ISO 3166-1 alpha-2 code: not %s database",
+                           &db->file, kind->a_what, len, p, kind->a_name);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "welby_geoip2: \"%V\" has %s of %uz bytes, not "
+                           "an ISO 3166-1 alpha-2 code: not %s database",
+                           &db->file, kind->a_what, len, kind->a_name);
+    }
+
     return NGX_CONF_ERROR;
 }
 
@@ -501,11 +907,11 @@ ngx_int_t
 ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
     u_char                       key[16];
-    ngx_int_t                    index;
+    ngx_int_t                    index, rc;
     struct sockaddr             *sa;
     MMDB_entry_data_s            data;
-    struct sockaddr_in           sin;
 #if (NGX_HAVE_INET6)
+    struct sockaddr_in           sin;
     struct sockaddr_in6         *sin6;
 #endif
     ngx_http_welby_geo_t        *geo;
@@ -517,6 +923,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     if (geo == NULL) {
         ngx_str_null(&ctx->country);
         ctx->asn = 0;
+        ctx->geo_failed = 0;
         return NGX_DECLINED;
     }
 
@@ -534,15 +941,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         sin6 = (struct sockaddr_in6 *) sa;
         ngx_memcpy(key, sin6->sin6_addr.s6_addr, 16);
 
-        /*
-         * A dual-stack listener sees IPv4 clients so: in a database
-         * without the ::ffff:0:0/96 alias they would all be unknown.
-         */
-
-        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            ngx_memzero(&sin, sizeof(struct sockaddr_in));
-            sin.sin_family = AF_INET;
-            ngx_memcpy(&sin.sin_addr, key + 12, 4);
+        if (ngx_http_welby_geo_embedded(key, &sin) == NGX_OK) {
             sa = (struct sockaddr *) &sin;
         }
 
@@ -554,6 +953,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         ngx_str_null(&ctx->country);
         ctx->asn = 0;
         ctx->geo_looked_up = 0;
+        ctx->geo_failed = 0;
         return NGX_OK;
     }
 
@@ -567,14 +967,22 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     ngx_str_null(&ctx->country);
     ctx->asn = 0;
 
-    if (ngx_http_welby_geo_find(r, &geo->country, sa,
-                                &ngx_http_welby_geo_country_kind, &data)
-        == NGX_OK)
-    {
+    rc = ngx_http_welby_geo_find(r, &geo->country, sa,
+                                 &ngx_http_welby_geo_country_kind, &data);
+
+    ctx->geo_failed = (rc == NGX_ERROR);
+
+    if (rc == NGX_OK) {
         index = welby_country_index((const unsigned char *) data.utf8_string,
                                     data.data_size);
 
-        if (index >= 0) {
+        /*
+         * A code no list can name (DB-IP's ZZ for "unknown", EU, a
+         * user-assigned one) is no country: unknown, as welby_geo_unknown
+         * says.  A lowercase code is the country it spells.
+         */
+
+        if (index >= 0 && welby_country_assigned(index)) {
             welby_country_code(index, ctx->country_data);
             ctx->country.data = ctx->country_data;
             ctx->country.len = 2;
@@ -597,10 +1005,59 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
+#if (NGX_HAVE_INET6)
+
+/*
+ * The IPv4 address an IPv6 one embeds as the address its packets go
+ * back to, placed as that IPv4 address whatever the file's aliases: a
+ * dual-stack listener's IPv4 clients (::ffff:0:0/96), which a file
+ * without that alias would leave unknown; 6to4 (2002::/16, bits 16-47);
+ * Teredo (2001::/32): the client's own address, the last 32 bits
+ * inverted, not bits 32-63, the Teredo server, which the client chooses
+ * freely and which MaxMind's alias of 2001::/32 places; NAT64's
+ * well-known prefix 64:ff9b::/96 (a SIIT translator in front).  NGX_OK
+ * with the address in sin, NGX_DECLINED for any other address.
+ */
+static ngx_int_t
+ngx_http_welby_geo_embedded(const u_char *a, struct sockaddr_in *sin)
+{
+    u_char  *p;
+
+    ngx_memzero(sin, sizeof(struct sockaddr_in));
+    sin->sin_family = AF_INET;
+    p = (u_char *) &sin->sin_addr;
+
+    if (ngx_memcmp(a, ngx_http_welby_geo_v4mapped, 12) == 0
+        || ngx_memcmp(a, ngx_http_welby_geo_nat64, 12) == 0)
+    {
+        ngx_memcpy(p, a + 12, 4);
+        return NGX_OK;
+    }
+
+    if (a[0] == 0x20 && a[1] == 0x02) {
+        ngx_memcpy(p, a + 2, 4);
+        return NGX_OK;
+    }
+
+    if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0) {
+        p[0] = (u_char) ~a[12];
+        p[1] = (u_char) ~a[13];
+        p[2] = (u_char) ~a[14];
+        p[3] = (u_char) ~a[15];
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+#endif
+
+
 /*
  * NGX_OK with the kind's value in data; NGX_DECLINED when the address is
- * in no record, its record lacks the value, or the file cannot answer
- * (logged: a file nginx -t checked fails only where its data is bad).
+ * in no record or its record lacks the value; NGX_ERROR when the file
+ * cannot answer (logged: a file nginx -t checked fails only where its
+ * data is bad).
  */
 static ngx_int_t
 ngx_http_welby_geo_find(ngx_http_request_t *r, ngx_http_welby_geo_db_t *db,
@@ -634,7 +1091,7 @@ ngx_http_welby_geo_find(ngx_http_request_t *r, ngx_http_welby_geo_db_t *db,
                       "welby: geo lookup in the %s database \"%V\" "
                       "failed: %s", kind->name, &db->file,
                       MMDB_strerror(rc));
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
     if (!data->has_data || data->type != kind->data_type) {
@@ -649,6 +1106,36 @@ welby_reason_e
 ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf)
 {
+    welby_reason_e  reason;
+
+    reason = ngx_http_welby_geo_decide(r, ctx, wlcf);
+
+    if (reason == WELBY_REASON_GEO_DENIED) {
+        ctx->detected |= NGX_HTTP_WELBY_DETECTED_GEO;
+    }
+
+    return reason;
+}
+
+
+/*
+ * nginx runs no access phase for a subrequest, so the geo step of its
+ * main request, in another location, never saw this location's list:
+ * it is applied here (with what the main request looked up), as the
+ * other steps' checks are compared in ngx_http_welby_covers().
+ */
+ngx_uint_t
+ngx_http_welby_geo_covers(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
+    return ngx_http_welby_geo_decide(r, ctx, wlcf) == WELBY_REASON_NONE;
+}
+
+
+static welby_reason_e
+ngx_http_welby_geo_decide(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
+    ngx_http_welby_loc_conf_t *wlcf)
+{
     ngx_int_t                   index;
     ngx_uint_t                  deny;
     ngx_http_welby_geo_list_t  *list;
@@ -660,6 +1147,21 @@ ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     }
 
     (void) ngx_http_welby_geo_lookup(r, ctx);
+
+    if (ctx->geo_failed) {
+
+        /*
+         * The file had no answer for this address (a record that does
+         * not decode): unknown would let a deny list's country in, so
+         * the step cannot decide, and fails closed.
+         */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "welby: geo step id:%V lookup failed",
+                       &ctx->request_id);
+
+        return WELBY_REASON_INTERNAL_ERROR;
+    }
 
     index = welby_country_index(ctx->country.data, ctx->country.len);
 
@@ -676,13 +1178,7 @@ ngx_http_welby_geo(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
                    &ctx->request_id, &ctx->country,
                    list->allow ? "allow" : "deny", deny ? "deny" : "allow");
 
-    if (!deny) {
-        return WELBY_REASON_NONE;
-    }
-
-    ctx->detected |= NGX_HTTP_WELBY_DETECTED_GEO;
-
-    return WELBY_REASON_GEO_DENIED;
+    return deny ? WELBY_REASON_GEO_DENIED : WELBY_REASON_NONE;
 }
 
 

@@ -24,19 +24,28 @@ char *ngx_http_welby_geo_merge(ngx_conf_t *cf,
     ngx_http_welby_loc_conf_t *prev, ngx_http_welby_loc_conf_t *conf);
 
 /*
- * The country (ctx->country: two uppercase letters, empty when unknown)
- * and ASN (ctx->asn, 0 when unknown) of the client address as nginx sees
- * it now (after the realip module), looked up once and kept in the ctx
- * for as long as the address stays the same.  A v4-mapped IPv6 address
- * is looked up as IPv4.  NGX_OK, or NGX_DECLINED when there is no
- * welby_geoip2 (both unknown); a failed lookup is unknown, never an
- * error.
+ * The country (ctx->country: an assigned ISO 3166-1 code, two uppercase
+ * letters, empty when unknown) and ASN (ctx->asn, 0 when unknown) of the
+ * client address as nginx sees it now (after the realip module), looked
+ * up once and kept in the ctx for as long as the address stays the same.
+ * An IPv6 address that embeds an IPv4 one (v4-mapped, 6to4, Teredo,
+ * NAT64) is looked up as that IPv4 address.  NGX_OK, or NGX_DECLINED
+ * when there is no welby_geoip2 (both unknown); a failed lookup is
+ * unknown with ctx->geo_failed set (never NGX_ERROR): the geo step then
+ * fails closed.
  */
 ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 
-/* the step: welby_geo_allow / welby_geo_deny, reason geo_denied */
+/*
+ * the step: welby_geo_allow / welby_geo_deny, reason geo_denied, or
+ * internal_error when the lookup failed
+ */
 welby_reason_e ngx_http_welby_geo(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/* whether a subrequest into wlcf passes its list (see the step) */
+ngx_uint_t ngx_http_welby_geo_covers(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
 ngx_int_t ngx_http_welby_country_variable(ngx_http_request_t *r,

@@ -602,7 +602,9 @@ ngx_http_welby_subrequest(ngx_http_request_t *r)
 
     ctx = ngx_http_welby_get_ctx(r);
 
-    if (ctx && ngx_http_welby_covers(ctx, wlcf)) {
+    if (ctx && ngx_http_welby_covers(ctx, wlcf)
+        && ngx_http_welby_geo_covers(r, ctx, wlcf))
+    {
         return NGX_DECLINED;
     }
 

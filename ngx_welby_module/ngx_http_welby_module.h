@@ -344,12 +344,14 @@ typedef struct {
 
     /* ngx_http_welby_geo_lookup(): the country (two uppercase letters,
      * empty when unknown) and ASN (0 unknown) of geo_addr (IPv4 as
-     * v4-mapped IPv6), the client address they were looked up for */
+     * v4-mapped IPv6), the client address they were looked up for;
+     * geo_failed: the country database failed to answer for it */
     ngx_str_t                   country;
     uint32_t                    asn;
     u_char                      country_data[2];
     u_char                      geo_addr[16];
     unsigned                    geo_looked_up:1;
+    unsigned                    geo_failed:1;
 
     /* the limits' state of the request, or NULL: kept across reruns */
     ngx_http_welby_limit_ctx_t *limit;

@@ -73,16 +73,19 @@ my %TYPES = (
 
 sub _tree {
     my (%o) = @_;
+    my $v = $o{ip_version} // 6;
+    my %types = (%TYPES, %{ $o{types} // {} });
     return MaxMind::DB::Writer::Tree->new(
-        ip_version               => 6,
+        ip_version               => $v,
         record_size              => $o{record_size} // 24,
         database_type            => $o{type},
         languages                => ['en'],
         description              => { en => "welby test $o{type}" },
         # 127.0.0.0/8 and ::1 are reserved: kept here on purpose
         remove_reserved_networks => 0,
-        alias_ipv6_to_ipv4       => $o{alias} // 1,
-        map_key_type_callback    => sub { $TYPES{ $_[0] } // 'utf8_string' },
+        # an IPv4 tree has no IPv6 ranges to alias
+        alias_ipv6_to_ipv4       => $v == 6 ? $o{alias} // 1 : 0,
+        map_key_type_callback    => sub { $types{ $_[0] } // 'utf8_string' },
     );
 }
 
@@ -101,7 +104,8 @@ sub _write {
 }
 
 =head2 country_db($path, [map => {cidr => code}], [type => ...],
-[alias => 0|1], [record_size => 24|28|32], [records => {cidr => {...}}])
+[alias => 0|1], [record_size => 24|28|32], [records => {cidr => {...}}],
+[ip_version => 4|6], [types => {key => type}])
 
 Writes a country database to $path (through a temporary file renamed
 into place) and returns $path.  C<map> replaces the default map;
@@ -109,7 +113,10 @@ C<type> the database_type (default GeoLite2-Country); C<alias> 0 leaves
 ::ffff:0:0/96 without the IPv4 alias MaxMind's files have (so only a
 reader that maps a v4-mapped address to IPv4 itself finds it);
 C<records> gives whole records for some networks (a record without
-C<country>, say), added after the map.
+C<country>, say), added after the map.  C<ip_version> 4 writes an
+IPv4-only tree (no IPv6 network in the map then: not ::1); C<types>
+overrides the MMDB type of a map key (C<iso_code =E<gt> 'uint32'>), for
+files that are not what their type says.
 
 =cut
 
