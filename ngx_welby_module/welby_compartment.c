@@ -99,6 +99,12 @@ static welby_reason_e welby_compartment_bundle(
     const welby_policy_subject_t *subj, const welby_str_t *bases,
     size_t nbases);
 static int welby_hex(unsigned char c);
+static welby_reason_e welby_compartment_resource_reached(json_t *resource,
+    json_t *bundle, const welby_str_t *bases, size_t nbases,
+    welby_compartment_reached_pt reached, void *data);
+static welby_reason_e welby_compartment_entry_request(json_t *entry,
+    const welby_str_t *bases, size_t nbases, welby_fhir_request_t *ereq,
+    unsigned char **mem);
 static welby_reason_e welby_compartment_entry(json_t *entry, json_t *body,
     const welby_policy_subject_t *subj, const welby_str_t *bases,
     size_t nbases);
@@ -374,6 +380,111 @@ int
 welby_compartment_is_transaction(json_t *bundle)
 {
     return welby_json_str_is(json_object_get(bundle, "type"), "transaction");
+}
+
+
+welby_reason_e
+welby_compartment_reached(const welby_fhir_request_t *req, json_t *body,
+    const welby_str_t *bases, size_t nbases,
+    welby_compartment_reached_pt reached, void *data)
+{
+    size_t                 i, j;
+    json_t                *entries, *entry;
+    unsigned char         *mem;
+    welby_reason_e         rc;
+    welby_fhir_request_t   ereq;
+
+    switch (req->interaction) {
+
+    case WELBY_FHIR_CREATE:
+    case WELBY_FHIR_UPDATE:
+        return welby_compartment_resource_reached(body, NULL, bases, nbases,
+                                                  reached, data);
+
+    case WELBY_FHIR_BATCH:
+    case WELBY_FHIR_TRANSACTION:
+        break;
+
+    default:
+        return WELBY_REASON_NONE;
+    }
+
+    entries = json_object_get(body, "entry");
+
+    if (!json_is_array(entries)) {
+        return WELBY_REASON_NONE;
+    }
+
+    json_array_foreach(entries, i, entry) {
+        rc = welby_compartment_entry_request(entry, bases, nbases, &ereq,
+                                             &mem);
+
+        if (rc == WELBY_REASON_INTERNAL_ERROR) {
+            free(mem);
+            return rc;
+        }
+
+        /* an entry the policy could not classify was not allowed */
+
+        if (rc != WELBY_REASON_NONE) {
+            free(mem);
+            continue;
+        }
+
+        for (j = 0; j < ereq.npatients; j++) {
+            if (reached(data, ereq.patients[j].data, ereq.patients[j].len)
+                != 0)
+            {
+                free(mem);
+                return WELBY_REASON_INTERNAL_ERROR;
+            }
+        }
+
+        rc = WELBY_REASON_NONE;
+
+        if (ereq.interaction == WELBY_FHIR_CREATE
+            || ereq.interaction == WELBY_FHIR_UPDATE)
+        {
+            rc = welby_compartment_resource_reached(
+                     json_object_get(entry, "resource"), body, bases, nbases,
+                     reached, data);
+        }
+
+        free(mem);
+
+        if (rc != WELBY_REASON_NONE) {
+            return rc;
+        }
+    }
+
+    return WELBY_REASON_NONE;
+}
+
+
+/* The compartment patients of a resource written, each to reached(). */
+static welby_reason_e
+welby_compartment_resource_reached(json_t *resource, json_t *bundle,
+    const welby_str_t *bases, size_t nbases,
+    welby_compartment_reached_pt reached, void *data)
+{
+    size_t               i;
+    welby_patient_set_t  set;
+
+    /* a resource the policy could not read was not allowed */
+
+    if (welby_compartment_patients(resource, bundle, bases, nbases, &set)
+        != WELBY_REASON_NONE)
+    {
+        return WELBY_REASON_NONE;
+    }
+
+    for (i = 0; i < set.n; i++) {
+        if (reached(data, set.ids[i].data, set.ids[i].len) != 0) {
+            return WELBY_REASON_INTERNAL_ERROR;
+        }
+    }
+
+    return WELBY_REASON_NONE;
 }
 
 
@@ -1578,21 +1689,25 @@ welby_hex(unsigned char c)
 }
 
 
+/*
+ * An entry's request, classified as a request of its own into ereq,
+ * whose strings may point into *mem: the caller frees it, whatever the
+ * answer (NULL when nothing was allocated).
+ */
 static welby_reason_e
-welby_compartment_entry(json_t *entry, json_t *body,
-    const welby_policy_subject_t *subj, const welby_str_t *bases,
-    size_t nbases)
+welby_compartment_entry_request(json_t *entry, const welby_str_t *bases,
+    size_t nbases, welby_fhir_request_t *ereq, unsigned char **mem)
 {
     int                    h1, h2;
     json_t                *request, *method, *url;
     size_t                 i, len, plen, ulen;
     unsigned               m;
-    unsigned char         *mem, *raw, *path, *scratch;
+    unsigned char         *raw, *path, *scratch;
     const unsigned char   *u, *q;
     welby_reason_e         rc;
     welby_fhir_input_t     in;
-    welby_policy_result_t  res;
-    welby_fhir_request_t   ereq;
+
+    *mem = NULL;
 
     request = json_object_get(entry, "request");
     method = json_object_get(request, "method");
@@ -1677,13 +1792,13 @@ welby_compartment_entry(json_t *entry, json_t *body,
     /* raw "/" + path, decoded "/" + path, the classifier's scratch */
 
     len = 2 * (plen + 1) + ulen + 1;
-    mem = malloc(len);
+    *mem = malloc(len);
 
-    if (mem == NULL) {
+    if (*mem == NULL) {
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
-    raw = mem;
+    raw = *mem;
     path = raw + plen + 1;
     scratch = path + plen + 1;
 
@@ -1697,7 +1812,6 @@ welby_compartment_entry(json_t *entry, json_t *body,
             h2 = (i + 2 < plen) ? welby_hex(u[i + 2]) : -1;
 
             if (h1 < 0 || h2 < 0) {
-                free(mem);
                 return WELBY_REASON_REQUEST_MALFORMED;
             }
 
@@ -1712,7 +1826,6 @@ welby_compartment_entry(json_t *entry, json_t *body,
     rc = welby_fhir_check_path(raw, plen + 1, path, len);
 
     if (rc != WELBY_REASON_NONE) {
-        free(mem);
         return rc;
     }
 
@@ -1733,10 +1846,10 @@ welby_compartment_entry(json_t *entry, json_t *body,
 
     in.nbases = i;
 
-    rc = welby_fhir_classify(&in, &ereq, scratch, ulen + 1);
+    rc = welby_fhir_classify(&in, ereq, scratch, ulen + 1);
 
     if (rc != WELBY_REASON_NONE) {
-        goto done;
+        return rc;
     }
 
     /*
@@ -1746,13 +1859,33 @@ welby_compartment_entry(json_t *entry, json_t *body,
 
     if (welby_json_str_is(json_object_get(json_object_get(entry, "resource"),
                                           "resourceType"), "Bundle")
-        || ereq.interaction == WELBY_FHIR_BATCH
-        || ereq.interaction == WELBY_FHIR_TRANSACTION
+        || ereq->interaction == WELBY_FHIR_BATCH
+        || ereq->interaction == WELBY_FHIR_TRANSACTION
         || (m == WELBY_FHIR_M_POST
-            && (ereq.interaction == WELBY_FHIR_SEARCH_TYPE
-                || ereq.interaction == WELBY_FHIR_SEARCH_SYSTEM)))
+            && (ereq->interaction == WELBY_FHIR_SEARCH_TYPE
+                || ereq->interaction == WELBY_FHIR_SEARCH_SYSTEM)))
     {
-        rc = WELBY_REASON_FHIR_UNCLASSIFIABLE;
+        return WELBY_REASON_FHIR_UNCLASSIFIABLE;
+    }
+
+    return WELBY_REASON_NONE;
+}
+
+
+
+static welby_reason_e
+welby_compartment_entry(json_t *entry, json_t *body,
+    const welby_policy_subject_t *subj, const welby_str_t *bases,
+    size_t nbases)
+{
+    unsigned char         *mem;
+    welby_reason_e         rc;
+    welby_policy_result_t  res;
+    welby_fhir_request_t   ereq;
+
+    rc = welby_compartment_entry_request(entry, bases, nbases, &ereq, &mem);
+
+    if (rc != WELBY_REASON_NONE) {
         goto done;
     }
 

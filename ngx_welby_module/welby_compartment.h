@@ -63,4 +63,22 @@ welby_reason_e welby_compartment_check_write(const welby_fhir_request_t *req,
  */
 int welby_compartment_is_transaction(json_t *bundle);
 
+/*
+ * The patients a write the policy allowed reaches through its body, for
+ * counting them (welby_enumeration): a created or updated resource's
+ * compartment patients; for a batch or transaction, each entry's
+ * request's patients (Patient/p1, Observation?patient=p2) and its created
+ * or updated resource's.  reached() gets each patient, duplicates
+ * included, with an id that lives as long as the body or only for the
+ * call; a nonzero answer stops the walk with INTERNAL_ERROR.  What the
+ * policy could not have allowed (an entry it could not classify) reaches
+ * nothing.  Returns WELBY_REASON_NONE or INTERNAL_ERROR.
+ */
+typedef int (*welby_compartment_reached_pt)(void *data,
+    const unsigned char *id, size_t len);
+
+welby_reason_e welby_compartment_reached(const welby_fhir_request_t *req,
+    json_t *body, const welby_str_t *bases, size_t nbases,
+    welby_compartment_reached_pt reached, void *data);
+
 #endif /* WELBY_COMPARTMENT_H */

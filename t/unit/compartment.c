@@ -980,6 +980,81 @@ bundle_cases(void)
 }
 
 
+/* welby_compartment_reached()'s callback: ids appended, space-joined */
+static int
+reached_add(void *data, const unsigned char *id, size_t len)
+{
+    char  *buf = data;
+
+    if (strlen(buf) + len + 2 > 512) {
+        return -1;
+    }
+
+    snprintf(buf + strlen(buf), 512 - strlen(buf), "%s%.*s",
+             buf[0] ? " " : "", (int) len, id);
+
+    return 0;
+}
+
+
+/* the patients a body reaches, space-joined, or the reason's code */
+static const char *
+reached(int interaction, const char *text)
+{
+    static char            buf[512];
+    json_t                *j;
+    welby_reason_e         rc;
+    welby_fhir_request_t   req;
+
+    memset(&req, 0, sizeof(welby_fhir_request_t));
+    req.interaction = interaction;
+    req.type = WELBY_FHIR_TYPE_NONE;
+
+    buf[0] = '\0';
+
+    j = J(text);
+    rc = welby_compartment_reached(&req, j, bases, 1, reached_add, buf);
+    json_decref(j);
+
+    return rc == WELBY_REASON_NONE ? buf : welby_reason_get(rc)->code;
+}
+
+
+/* the patients counted for welby_enumeration */
+static void
+reached_cases(void)
+{
+#define GET(url)  "{\"request\":{\"method\":\"GET\",\"url\":\"" url "\"}}"
+
+    is_str(reached(WELBY_FHIR_CREATE, OBS("p1")), "p1",
+           "reached: a create's resource");
+    is_str(reached(WELBY_FHIR_UPDATE, OBS("p2")), "p2",
+           "reached: an update's resource");
+    is_str(reached(WELBY_FHIR_PATCH, "[{\"op\":\"remove\",\"path\":"
+                   "\"/note\"}]"), "", "reached: a patch's values are not");
+    is_str(reached(WELBY_FHIR_SEARCH_TYPE, OBS("p1")), "",
+           "reached: no body for other interactions");
+    is_str(reached(WELBY_FHIR_BATCH, TX(GET("Patient/p1") ","
+                   GET("Patient/p2") "," GET("Observation?patient=p3,p4"))),
+           "p1 p2 p3 p4", "reached: a batch's reads and searches");
+    is_str(reached(WELBY_FHIR_TRANSACTION, TX(POST_OBS("p5") ","
+                   POST_OBS("p5") "," GET(BASE "/Patient/p6"))),
+           "p5 p5 p6", "reached: entries' resources, an absolute url");
+    is_str(reached(WELBY_FHIR_BATCH, TX(GET("https://evil.example/fhir/"
+                   "Patient/p7") "," GET("Patient/p8"))), "p8",
+           "reached: an entry nobody could classify reaches nothing");
+    is_str(reached(WELBY_FHIR_BATCH, TX(GET("Observation/o1"))), "",
+           "reached: a read whose patient only its answer shows");
+    is_str(reached(WELBY_FHIR_BATCH, "{\"resourceType\":\"Bundle\","
+                   "\"type\":\"batch\",\"entry\":{}}"), "",
+           "reached: entries that are no array");
+
+#undef GET
+#undef TX
+#undef POST_OBS
+}
+
+
 int
 main(void)
 {
@@ -992,6 +1067,7 @@ main(void)
     write_cases();
     patch_cases();
     bundle_cases();
+    reached_cases();
 
     return done_testing();
 }
