@@ -8,6 +8,7 @@
 
 #include "ngx_http_welby_module.h"
 #include "ngx_http_welby_waf.h"
+#include "ngx_http_welby_enumeration.h"
 
 
 #define NGX_HTTP_WELBY_RESPONSE_HOLD    0   /* buffering the body */
@@ -583,13 +584,21 @@ ngx_http_welby_response_check(ngx_http_request_t *r,
                                             ctx->policy.context,
                                             ctx->fhir_in.bases,
                                             ctx->fhir_in.nbases);
+
+    /* the patients only the answer shows count for enumeration too */
+
+    if (reason == WELBY_REASON_NONE) {
+        reason = ngx_http_welby_enumeration_answer(r, ctx, wlcf, json);
+        json_decref(json);
+        return reason;
+    }
+
     json_decref(json);
 
     /* the request's reasons, said of the answer */
 
     switch (reason) {
 
-    case WELBY_REASON_NONE:
     case WELBY_REASON_RESPONSE_PATIENT_MISMATCH:
         return reason;
 
