@@ -462,7 +462,9 @@ ngx_module_t  ngx_http_welby_module = {
  * first: classify, network, pre-auth limits, token, policy, post-auth
  * limits, WAF - except that the tls part of the network checks comes
  * first of all: nothing of a request that arrived in clear text is
- * looked at before it is refused.  Each step is added here, in its
+ * looked at before it is refused.  Travel comes before enumeration: a
+ * request refused as travel (a stolen token abroad) must add nothing to
+ * its owner's set of patients.  Each step is added here, in its
  * place, by the change that builds it.  The body step reads the request
  * body for the steps after it, which may wait for it: a step's index is
  * where the pipeline resumes (ctx->step_next).
@@ -477,8 +479,8 @@ static ngx_http_welby_step_t  ngx_http_welby_steps[] = {
     { ngx_string("body"), ngx_http_welby_body },
     { ngx_string("policy"), ngx_http_welby_policy },
     { ngx_string("limit_identity"), ngx_http_welby_limit_identity },
-    { ngx_string("enumeration"), ngx_http_welby_enumeration },
     { ngx_string("travel"), ngx_http_welby_travel },
+    { ngx_string("enumeration"), ngx_http_welby_enumeration },
     { ngx_string("waf"), ngx_http_welby_waf },
     { ngx_null_string, NULL }
 };
