@@ -96,8 +96,6 @@ static char *ngx_http_welby_geo_check_depth(ngx_conf_t *cf,
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
-static ngx_int_t ngx_http_welby_geo_embedded(const u_char *a,
-    struct sockaddr_in *sin);
 static ngx_int_t ngx_http_welby_geo_find(ngx_http_request_t *r,
     ngx_http_welby_geo_db_t *db, struct sockaddr *sa,
     ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data);
@@ -1018,7 +1016,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
  * well-known prefix 64:ff9b::/96 (a SIIT translator in front).  NGX_OK
  * with the address in sin, NGX_DECLINED for any other address.
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_welby_geo_embedded(const u_char *a, struct sockaddr_in *sin)
 {
     u_char  *p;

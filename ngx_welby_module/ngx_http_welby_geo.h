@@ -37,6 +37,16 @@ char *ngx_http_welby_geo_merge(ngx_conf_t *cf,
 ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 
+#if (NGX_HAVE_INET6)
+/*
+ * The IPv4 address an IPv6 address a (16 bytes) embeds as the address
+ * its packets go back to (v4-mapped, 6to4, Teredo, NAT64's well-known
+ * prefix), into sin: NGX_OK, or NGX_DECLINED for any other address.
+ */
+ngx_int_t ngx_http_welby_geo_embedded(const u_char *a,
+    struct sockaddr_in *sin);
+#endif
+
 /*
  * the step: welby_geo_allow / welby_geo_deny, reason geo_denied, or
  * internal_error when the lookup failed

@@ -23,6 +23,12 @@
 
 #define NGX_HTTP_WELBY_NS  ((int64_t) 1000000000)
 
+/*
+ * An address as the zone's key: 4 bytes for IPv4, the prefix of an IPv6
+ * address and its length for IPv6.
+ */
+#define NGX_HTTP_WELBY_THROTTLE_KEY  17
+
 
 /* One rule of counting: per address, or per ASN. */
 typedef struct {
@@ -39,6 +45,7 @@ struct ngx_http_welby_throttle_conf_s {
     ngx_http_welby_throttle_count_t  asn;   /* failures 0: not per ASN */
     int64_t                     ban;        /* ns */
     int64_t                     max_ban;
+    ngx_uint_t                  ipv6_prefix;    /* bits of a client */
     ngx_flag_t                  detect;     /* bans counted, none refused */
     u_char                     *file;       /* the directive's, for errors */
     ngx_uint_t                  line;
@@ -86,7 +93,8 @@ static int64_t ngx_http_welby_throttle_fail(void *data, ngx_uint_t fresh,
 static int64_t ngx_http_welby_throttle_keep(
     ngx_http_welby_throttle_rec_t *rec, ngx_http_welby_throttle_arg_t *a);
 static ngx_uint_t ngx_http_welby_throttle_addr(ngx_http_request_t *r,
-    ngx_str_t *key, u_char *buf);
+    ngx_http_welby_throttle_conf_t *tc, ngx_str_t *key, u_char *buf);
+static size_t ngx_http_welby_throttle_name(ngx_str_t *key, u_char *text);
 static ngx_uint_t ngx_http_welby_throttle_asn(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_str_t *key, u_char *buf);
 static void ngx_http_welby_throttle_banned(ngx_http_request_t *r,
@@ -104,7 +112,8 @@ static ngx_str_t  ngx_http_welby_throttle_event =
 
 /*
  * welby_auth_throttle zone=<zone> failures=<N>/<window> ban=<time>
- *                     [max_ban=<time>] [asn=<N>/<window>] [mode=detect];
+ *                     [max_ban=<time>] [asn=<N>/<window>]
+ *                     [ipv6_prefix=<bits>] [mode=detect];
  * welby_auth_throttle off;
  */
 char *
@@ -112,6 +121,7 @@ ngx_http_welby_auth_throttle(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_welby_loc_conf_t *wlcf = conf;
 
+    ngx_int_t                        n;
     ngx_str_t                       *value, s, zone;
     ngx_uint_t                       i;
     ngx_http_welby_throttle_conf_t  *tc;
@@ -133,6 +143,7 @@ ngx_http_welby_auth_throttle(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     tc->max_ban = -1;
+    tc->ipv6_prefix = 64;
     zone.len = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
@@ -184,6 +195,20 @@ ngx_http_welby_auth_throttle(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ipv6_prefix=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+
+            if (n == NGX_ERROR || n < 16 || n > 128) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\", ipv6_prefix= "
+                                   "must be 16 to 128", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            tc->ipv6_prefix = n;
             continue;
         }
 
@@ -353,7 +378,7 @@ ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_str_t                        key;
     ngx_http_welby_throttle_arg_t    arg;
     ngx_http_welby_throttle_conf_t  *tc;
-    u_char                           buf[16];
+    u_char                           buf[NGX_HTTP_WELBY_THROTTLE_KEY];
 
     tc = wlcf->throttle;
 
@@ -363,7 +388,7 @@ ngx_http_welby_throttle(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
 
-    if (!ngx_http_welby_throttle_addr(r, &key, buf)) {
+    if (!ngx_http_welby_throttle_addr(r, tc, &key, buf)) {
         return WELBY_REASON_NONE;
     }
 
@@ -426,8 +451,9 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
     ngx_str_t                        key, name;
     ngx_http_welby_throttle_arg_t    arg;
     ngx_http_welby_throttle_conf_t  *tc;
-    u_char                           buf[16];
-    u_char                           text[sizeof("AS4294967295")];
+    u_char                           buf[NGX_HTTP_WELBY_THROTTLE_KEY];
+    u_char                           text[NGX_INET6_ADDRSTRLEN
+                                          + sizeof("/128")];
 
     tc = wlcf->throttle;
 
@@ -443,7 +469,7 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
     ctx->throttle_counted = 1;
     now = ngx_http_welby_now_ns();
 
-    if (ngx_http_welby_throttle_addr(r, &key, buf)) {
+    if (ngx_http_welby_throttle_addr(r, tc, &key, buf)) {
         ngx_memzero(&arg, sizeof(ngx_http_welby_throttle_arg_t));
 
         if (ngx_http_welby_throttle_update(r, tc, &tc->ip, &key, now,
@@ -451,8 +477,10 @@ ngx_http_welby_throttle_failed(ngx_http_request_t *r,
             == NGX_OK
             && arg.ban)
         {
-            ngx_http_welby_throttle_banned(r, ctx, &tc->ip, &arg,
-                                           &r->connection->addr_text);
+            name.data = text;
+            name.len = ngx_http_welby_throttle_name(&key, text);
+
+            ngx_http_welby_throttle_banned(r, ctx, &tc->ip, &arg, &name);
         }
     }
 
@@ -623,17 +651,23 @@ ngx_http_welby_throttle_keep(ngx_http_welby_throttle_rec_t *rec,
 
 
 /*
- * The client address after realip, as bytes: 4 for IPv4 (IPv4-mapped
- * IPv6 included), 16 for IPv6.  0 for a UNIX-domain client, which has no
- * address to ban.
+ * The client address after realip, as the zone's key: 4 bytes for IPv4,
+ * and for an IPv6 address that embeds an IPv4 one (v4-mapped, 6to4,
+ * Teredo, NAT64), that one: one IPv4 address stands behind each.  Any
+ * other IPv6 address is keyed by its first ipv6_prefix bits and their
+ * number: a subscriber picks any of the 2^64 addresses of its /64, and
+ * would otherwise fail from each one as a new client.  0 for a
+ * UNIX-domain client, which has no address to ban.
  */
 static ngx_uint_t
-ngx_http_welby_throttle_addr(ngx_http_request_t *r, ngx_str_t *key,
-    u_char *buf)
+ngx_http_welby_throttle_addr(ngx_http_request_t *r,
+    ngx_http_welby_throttle_conf_t *tc, ngx_str_t *key, u_char *buf)
 {
     struct sockaddr_in   *sin;
 #if (NGX_HAVE_INET6)
     u_char               *p;
+    ngx_uint_t            n, bits;
+    struct sockaddr_in    v4;
     struct sockaddr_in6  *sin6;
 #endif
 
@@ -650,14 +684,23 @@ ngx_http_welby_throttle_addr(ngx_http_request_t *r, ngx_str_t *key,
         sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
         p = sin6->sin6_addr.s6_addr;
 
-        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            ngx_memcpy(buf, p + 12, 4);
+        if (ngx_http_welby_geo_embedded(p, &v4) == NGX_OK) {
+            ngx_memcpy(buf, &v4.sin_addr, 4);
             key->len = 4;
-
-        } else {
-            ngx_memcpy(buf, p, 16);
-            key->len = 16;
+            break;
         }
+
+        bits = tc->ipv6_prefix;
+        n = (bits + 7) / 8;
+
+        ngx_memcpy(buf, p, n);
+
+        if (bits % 8) {
+            buf[n - 1] &= (u_char) (0xff << (8 - bits % 8));
+        }
+
+        buf[n] = (u_char) bits;
+        key->len = n + 1;
 
         break;
 #endif
@@ -669,6 +712,42 @@ ngx_http_welby_throttle_addr(ngx_http_request_t *r, ngx_str_t *key,
     key->data = buf;
 
     return 1;
+}
+
+
+/*
+ * What an address key bans, as text: the IPv4 address, the IPv6 one, or
+ * the IPv6 network (2001:db8:1:2::/64).
+ */
+static size_t
+ngx_http_welby_throttle_name(ngx_str_t *key, u_char *text)
+{
+#if (NGX_HAVE_INET6)
+    u_char      *p;
+    ngx_uint_t   bits;
+    u_char       addr[16];
+#endif
+
+    if (key->len == 4) {
+        return ngx_inet_ntop(AF_INET, key->data, text, NGX_INET_ADDRSTRLEN);
+    }
+
+#if (NGX_HAVE_INET6)
+    bits = key->data[key->len - 1];
+
+    ngx_memzero(addr, sizeof(addr));
+    ngx_memcpy(addr, key->data, key->len - 1);
+
+    p = text + ngx_inet6_ntop(addr, text, NGX_INET6_ADDRSTRLEN);
+
+    if (bits < 128) {
+        p = ngx_sprintf(p, "/%ui", bits);
+    }
+
+    return p - text;
+#else
+    return 0;
+#endif
 }
 
 
