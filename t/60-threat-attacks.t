@@ -355,6 +355,9 @@ is($rec && $rec->{reason}, 'enumeration',
     'the refused answer\'s audit record says enumeration');
 my @al = alerts('enumeration', 'observer', 1);
 is(scalar @al, 1, 'one alert record, naming the subject');
+my $json = $al[0] ? $J->encode($al[0]) : '';
+ok($json ne '' && $json !~ /"p\d+"|Patient|Observation/,
+    'and no patient, no resource of the answer');
 
 # a hundred patients in one request, past the exact part, counted exactly
 my $big = jwt(key => $key, set => { sub => 'bulk-reader',
