@@ -5,7 +5,9 @@
  * every patient id returned (for the resource, the Bundle, each entry's
  * resource) passes welby_fhir_id_valid, that the set holds no duplicates
  * and no more than its bound, and that the reading and the answer check
- * return only the reasons they document.
+ * return only the reasons they document.  The patients a write or a
+ * Bundle reaches (welby_compartment_reached, for the enumeration count)
+ * are each a valid id, and the walk answers NONE.
  */
 
 #include <stdlib.h>
@@ -40,6 +42,19 @@ check_set(const welby_patient_set_t *set)
             }
         }
     }
+}
+
+
+static int
+reached_check(void *data, const unsigned char *id, size_t len)
+{
+    (void) data;
+
+    if (!welby_fhir_id_valid(id, len)) {
+        abort();
+    }
+
+    return 0;
 }
 
 
@@ -127,6 +142,20 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
     (void) welby_compartment_check_write(&req, j, &subj,
                                          WELBY_SCOPE_PATIENT, bases, 1);
+
+    if (welby_compartment_reached(&req, j, bases, 1, reached_check, NULL)
+        != WELBY_REASON_NONE)
+    {
+        abort();
+    }
+
+    req.interaction = (size % 2) ? WELBY_FHIR_BATCH : WELBY_FHIR_CREATE;
+
+    if (welby_compartment_reached(&req, j, bases, 1, reached_check, NULL)
+        != WELBY_REASON_NONE)
+    {
+        abort();
+    }
 
     json_decref(j);
 
