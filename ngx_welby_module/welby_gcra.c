@@ -9,6 +9,8 @@
 
 
 static int64_t welby_gcra_ceil_s(int64_t ns);
+static void welby_gcra_clamp(const welby_gcra_rate_t *r,
+    welby_gcra_state_t *s, int64_t now);
 static void welby_gcra_advance(const welby_gcra_rate_t *r, int64_t *tat,
     uint64_t *frac, uint64_t k);
 static int64_t welby_gcra_conform_at(const welby_gcra_rate_t *r, int64_t tat,
@@ -62,6 +64,8 @@ welby_gcra_limit(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     for (i = 0; i < WELBY_GCRA_WINDOWS; i++) {
         a->present[i] = 0;
     }
+
+    welby_gcra_clamp(&l->rate, s, now);
 
     a->present[WELBY_GCRA_RATE] = 1;
     a->allowed &= welby_gcra_rate(&l->rate, s, now,
@@ -213,6 +217,36 @@ welby_gcra_ceil_s(int64_t ns)
 }
 
 
+/*
+ * A request charged at now leaves TAT at most now + tau + T.  A TAT
+ * beyond that comes from a clock stepped back since, or from a rule a
+ * reload made faster: the key is taken, from now on, as one that has
+ * just spent its whole burst, neither refused for the length of the
+ * step nor given a new burst.  The state is changed in every mode: it
+ * says the same of the key, and expires when that is over.
+ */
+static void
+welby_gcra_clamp(const welby_gcra_rate_t *r, welby_gcra_state_t *s,
+    int64_t now)
+{
+    int64_t   mt;
+    uint64_t  mf;
+
+    mt = now + r->tau_q + r->t_q;
+    mf = r->tau_r + r->t_r;
+
+    if (mf >= r->n) {
+        mt++;
+        mf -= r->n;
+    }
+
+    if (s->tat > mt || (s->tat == mt && s->frac > mf)) {
+        s->tat = mt;
+        s->frac = mf;
+    }
+}
+
+
 /* (tat, frac) + k * T */
 static void
 welby_gcra_advance(const welby_gcra_rate_t *r, int64_t *tat, uint64_t *frac,
@@ -259,6 +293,7 @@ welby_gcra_rate(const welby_gcra_rate_t *r, const welby_gcra_state_t *s,
         t = now;
         f = 0;
     }
+
 
     d = t - now;
 
@@ -324,7 +359,15 @@ welby_gcra_quota(uint64_t n, int64_t size, int64_t start, uint64_t count,
         ws -= size;
     }
 
-    if (start != ws) {
+    if (start > ws && count) {
+        /*
+         * The clock went back into an earlier window: the count goes on
+         * in the window it was made in, which ends when the clock is
+         * there again, so a step back frees no quota.
+         */
+        ws = start;
+
+    } else if (start != ws) {
         count = 0;
     }
 

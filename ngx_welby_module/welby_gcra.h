@@ -20,6 +20,11 @@
  * client may spend one window's quota at its end and the next one's at
  * the start of the next: up to 2n in a short time, which the rate of the
  * same rule bounds.
+ *
+ * CLOCK_REALTIME may step back.  A key then never owes more than its
+ * whole burst (TAT is at most now + tau + T), and a quota's count stays
+ * with the window it was made in: the step neither bans a key for its
+ * length nor frees what it had spent.
  */
 
 #ifndef WELBY_GCRA_H
@@ -126,6 +131,10 @@ int welby_gcra_init(welby_gcra_rate_t *rate, uint64_t n, int64_t period,
 /*
  * Decides a request at now (ns since the epoch) against every window of
  * the limit, and changes the state as mode says.  Returns a->allowed.
+ * In every mode a TAT later than a request at now could have left it
+ * (the clock stepped back, a rule made faster) is first brought back to
+ * that of a key that has just spent its whole burst; a quota counted in
+ * a later window than now's goes on in that window until its end.
  */
 int welby_gcra_limit(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     int64_t now, welby_gcra_mode_e mode, welby_gcra_answer_t *a);

@@ -452,6 +452,84 @@ main(void)
     ok(!a.allowed && a.windows[0].retry_after == 1,
        "a record of 5000r/s read at 2r/s: its TAT holds");
 
+    /*
+     * CLOCK_REALTIME stepped back (NTP, an operator, another node's
+     * clock later): a key is never owed more than its whole burst, so
+     * it is neither banned for the length of the step nor freed.
+     */
+
+    l = limit(1, S, 0, 0, 0);
+    memset(&s, 0, sizeof(s));
+    take(&l, &s, T0, NULL);
+    take(&l, &s, T0 - WELBY_GCRA_HOUR, &a);
+    ok(!a.allowed && a.windows[0].retry_after == 1,
+       "1r/s, the clock an hour back: refused for 1 s, not an hour");
+    ok(take(&l, &s, T0 - WELBY_GCRA_HOUR + S, NULL),
+       "1r/s, the clock an hour back: one passes a second later");
+
+    l = limit(1, S, 4, 0, 0);
+    memset(&s, 0, sizeof(s));
+    volley(&l, &s, T0);
+    ok(volley(&l, &s, T0 - WELBY_GCRA_DAY) == 0,
+       "1r/s burst=4 spent, the clock a day back: no new burst");
+    ok(welby_gcra_expire(&l, &s) <= T0 - WELBY_GCRA_DAY + 5 * S,
+       "and the record is kept for the burst's refill, not for a day");
+    ok(volley(&l, &s, T0 - WELBY_GCRA_DAY + 2 * S) == 2,
+       "2 s later at the stepped-back clock, 2 more pass");
+
+    l = limit(100, S, 100, 3, 0);
+    hour = (T0 / WELBY_GCRA_HOUR + 1) * WELBY_GCRA_HOUR;
+    memset(&s, 0, sizeof(s));
+    ok(volley(&l, &s, hour + S) == 3, "hour=3: 3 pass just after the hour");
+    ok(volley(&l, &s, hour - S) == 0,
+       "hour=3, the clock back into the hour before: still spent");
+    take(&l, &s, hour - S, &a);
+    ok(!a.allowed && a.binding == WELBY_GCRA_HOURLY
+       && a.windows[WELBY_GCRA_HOURLY].retry_after == 3601,
+       "its Retry-After: until the end of the hour it was counted in");
+    ok(volley(&l, &s, hour + WELBY_GCRA_HOUR) == 3,
+       "the next hour by the clock: 3 again");
+
+    l = limit(100, S, 100, 0, 2);
+    day = (T0 / WELBY_GCRA_DAY + 1) * WELBY_GCRA_DAY;
+    memset(&s, 0, sizeof(s));
+    ok(volley(&l, &s, day) == 2, "day=2: 2 pass at midnight");
+    ok(volley(&l, &s, day - 1) == 0,
+       "day=2, the clock a nanosecond back into yesterday: still spent");
+
+    /* the boundaries of a quota, to the nanosecond */
+
+    l = limit(100, S, 100, 1, 0);
+    memset(&s, 0, sizeof(s));
+    ok(volley(&l, &s, hour - 1) == 1 && volley(&l, &s, hour - 1) == 0,
+       "hour=1: one in the last nanosecond of an hour");
+    ok(volley(&l, &s, hour) == 1,
+       "and one more at the first nanosecond of the next");
+
+    /* the largest rate and burst: no overflow */
+
+    l = limit(WELBY_GCRA_N_MAX, S, WELBY_GCRA_BURST_MAX, 0, 0);
+    memset(&s, 0, sizeof(s));
+    ok(volley(&l, &s, T0) == WELBY_GCRA_BURST_MAX + 1,
+       "1000000r/s burst=1000000: 1000001 at once");
+    ok(volley(&l, &s, T0 + S) == WELBY_GCRA_N_MAX,
+       "and 1000000 in the next second");
+    welby_gcra_policy(&l, WELBY_GCRA_RATE, &q, &t);
+    ok(q == 2000000 && t == 2, "its policy: q=2000000 w=2");
+
+    l = limit(1, WELBY_GCRA_HOUR, WELBY_GCRA_BURST_MAX, 0, 0);
+    memset(&s, 0, sizeof(s));
+    ok(volley(&l, &s, T0) == WELBY_GCRA_BURST_MAX + 1,
+       "1r/h burst=1000000 (tau 114 years): 1000001 at once");
+    take(&l, &s, T0, &a);
+    ok(!a.allowed && a.windows[0].retry_after == 3600
+       && a.windows[0].reset == (int64_t) (WELBY_GCRA_BURST_MAX + 1) * 3600,
+       "then refused for an hour, the whole burst back in 114 years");
+    welby_gcra_policy(&l, WELBY_GCRA_RATE, &q, &t);
+    ok(q == WELBY_GCRA_BURST_MAX + 1
+       && t == (int64_t) (WELBY_GCRA_BURST_MAX + 1) * 3600,
+       "its policy: q=1000001 w=3600003600");
+
     /* the answers' promises over random walks */
 
     l = limit(2, S, 3, 0, 0);
