@@ -86,7 +86,7 @@ typedef struct {
 
 
 struct ngx_http_welby_limit_ctx_s {
-    int64_t                         now;        /* ns, once per request */
+    int64_t                         now;        /* ns, once per step run */
     ngx_array_t                     charged;
 
     /* the window that binds the request, for the RateLimit fields */
@@ -494,6 +494,14 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     lctx->headers = wlcf->limit_headers ? 1 : 0;
 
+    /*
+     * One instant for the rules of a step, taken when it runs: a request
+     * may wait for its body between the two steps, and decided at its
+     * arrival after a long upload it would be refused for the time the
+     * upload took.
+     */
+    lctx->now = ngx_http_welby_now_ns();
+
     if (ngx_array_init(&items, r->pool, 4,
                        sizeof(ngx_http_welby_limit_item_t))
         != NGX_OK)
@@ -664,9 +672,6 @@ ngx_http_welby_limit_get_ctx(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     {
         return NULL;
     }
-
-    /* one instant for every rule of both steps */
-    lctx->now = ngx_http_welby_now_ns();
 
     ctx->limit = lctx;
 
@@ -911,12 +916,22 @@ ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
 }
 
 
-/* Under the zone's lock: no allocation, no log. */
+/*
+ * Under the zone's lock: no allocation, no log.  The clock is read here
+ * for welby_gcra_clamp(): later than the request's instant, never
+ * earlier than what another worker charged before this one got the lock.
+ */
 static int64_t
 ngx_http_welby_limit_update(void *data, ngx_uint_t fresh, int64_t now,
     void *arg)
 {
     ngx_http_welby_limit_arg_t *a = arg;
+
+    int64_t  clock;
+
+    clock = ngx_http_welby_now_ns();
+
+    welby_gcra_clamp(a->limit, data, ngx_max(clock, now));
 
     (void) welby_gcra_limit(a->limit, data, now, a->mode, a->answer);
 
