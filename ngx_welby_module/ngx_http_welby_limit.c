@@ -47,6 +47,7 @@ typedef struct {
     uint32_t                        space;
     ngx_shm_zone_t                 *zone;
     ngx_uint_t                      key;        /* ..._LIMIT_KEY_* */
+    ngx_uint_t                      ipv6_prefix;    /* key=ip: bits */
     ngx_http_complex_value_t       *value;      /* key=$... */
     ngx_flag_t                      identity;   /* limit_identity's */
     ngx_flag_t                      detect;     /* mode=detect */
@@ -115,6 +116,8 @@ static ngx_uint_t ngx_http_welby_limit_charged(
 static ngx_int_t ngx_http_welby_limit_keys(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_limit_rule_t *rule,
     ngx_array_t *items);
+static ngx_int_t ngx_http_welby_limit_address_key(ngx_http_request_t *r,
+    ngx_http_welby_limit_rule_t *rule, ngx_http_welby_limit_item_t *it);
 static ngx_int_t ngx_http_welby_limit_push(ngx_http_request_t *r,
     ngx_array_t *items, ngx_http_welby_limit_rule_t *rule,
     const u_char *a, size_t alen, const u_char *b, size_t blen,
@@ -135,8 +138,8 @@ static ngx_str_t  ngx_http_welby_limit_kind = ngx_string("limit");
 
 /*
  * welby_limit name=<name> zone=<zone> key=<ip|sub|client_id|patient|$var>
- *             rate=<n>r/s|r/m|r/h [burst=<n>] [hour=<n>] [day=<n>]
- *             [mode=enforce|detect]
+ *             [ipv6_prefix=<bits>] rate=<n>r/s|r/m|r/h [burst=<n>]
+ *             [hour=<n>] [day=<n>] [mode=enforce|detect]
  */
 char *
 ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -145,7 +148,8 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p, c;
     int64_t                            period;
-    ngx_int_t                          n, burst, hour, day, rate, metric;
+    ngx_int_t                          n, burst, hour, day, rate, metric,
+                                       prefix;
     ngx_str_t                         *value, s, key;
     ngx_uint_t                         i, k;
     ngx_http_welby_limit_rule_t       *rule, *rules;
@@ -174,6 +178,7 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     burst = 0;
     hour = 0;
     day = 0;
+    prefix = NGX_CONF_UNSET;
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -227,6 +232,19 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
             key.data = value[i].data + 4;
             key.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ipv6_prefix=", 12) == 0) {
+
+            prefix = ngx_http_welby_limit_number(&value[i], 12, 1, 128);
+            if (prefix == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid ipv6_prefix \"%V\": 1 to 128",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -365,6 +383,13 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (key.len == 2 && ngx_strncmp(key.data, "ip", 2) == 0) {
         rule->key = NGX_HTTP_WELBY_LIMIT_KEY_IP;
 
+        /*
+         * An IPv6 subscriber is given a /64 (RFC 6177) and may use any
+         * address in it: counted by address, it has 2^64 fresh keys.
+         */
+        rule->ipv6_prefix = (prefix == NGX_CONF_UNSET) ? 64
+                                                       : (ngx_uint_t) prefix;
+
     } else if (key.len == 3 && ngx_strncmp(key.data, "sub", 3) == 0) {
         rule->key = NGX_HTTP_WELBY_LIMIT_KEY_SUB;
         rule->identity = 1;
@@ -381,6 +406,14 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown welby_limit key \"%V\": it must be ip, "
                            "sub, client_id, patient or a variable", &key);
+        return NGX_CONF_ERROR;
+    }
+
+    if (prefix != NGX_CONF_UNSET
+        && rule->key != NGX_HTTP_WELBY_LIMIT_KEY_IP)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ipv6_prefix\" is for key=ip only");
         return NGX_CONF_ERROR;
     }
 
@@ -709,20 +742,12 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     size_t                        len;
     ngx_str_t                     v, text;
     ngx_uint_t                    i;
-    struct sockaddr              *sa;
     welby_str_t                  *id;
-    struct sockaddr_in           *sin;
     ngx_http_welby_limit_item_t  *it;
-#if (NGX_HAVE_INET6)
-    u_char                       *a6;
-    struct sockaddr_in6          *sin6;
-#endif
 
     switch (rule->key) {
 
     case NGX_HTTP_WELBY_LIMIT_KEY_IP:
-
-        /* the address after realip, as the audit record's */
 
         it = ngx_array_push(items);
         if (it == NULL) {
@@ -731,44 +756,8 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         ngx_memzero(it, sizeof(ngx_http_welby_limit_item_t));
         it->rule = rule;
-        it->text = r->connection->addr_text;
 
-        sa = r->connection->sockaddr;
-
-        switch (sa->sa_family) {
-
-        case AF_INET:
-            sin = (struct sockaddr_in *) sa;
-            ngx_memcpy(it->key, &sin->sin_addr, 4);
-            it->key_len = 4;
-            break;
-
-#if (NGX_HAVE_INET6)
-        case AF_INET6:
-            sin6 = (struct sockaddr_in6 *) sa;
-            a6 = sin6->sin6_addr.s6_addr;
-
-            /* an IPv4 client on an IPv6 socket is the same client */
-
-            if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-                ngx_memcpy(it->key, a6 + 12, 4);
-                it->key_len = 4;
-
-            } else {
-                ngx_memcpy(it->key, a6, 16);
-                it->key_len = 16;
-            }
-
-            break;
-#endif
-
-        default:
-            /* a unix socket: every local client is one */
-            ngx_memcpy(it->key, "unix", 4);
-            it->key_len = 4;
-        }
-
-        return NGX_OK;
+        return ngx_http_welby_limit_address_key(r, rule, it);
 
     case NGX_HTTP_WELBY_LIMIT_KEY_SUB:
     case NGX_HTTP_WELBY_LIMIT_KEY_CLIENT_ID:
@@ -853,6 +842,85 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         it->text.len = ngx_hex_dump(it->text.data, it->key, it->key_len)
                        - it->text.data;
 
+        return NGX_OK;
+    }
+}
+
+
+/*
+ * The key of the client address after realip, as the audit record's: an
+ * IPv4 address (or an IPv4-mapped IPv6 one: the same client on a
+ * dual-stack socket) as its 4 bytes, an IPv6 address as its first
+ * ipv6_prefix bits and zeros, which the record shows as the prefix.
+ */
+static ngx_int_t
+ngx_http_welby_limit_address_key(ngx_http_request_t *r,
+    ngx_http_welby_limit_rule_t *rule, ngx_http_welby_limit_item_t *it)
+{
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    u_char               *p;
+    size_t                len;
+    ngx_uint_t            i, bits;
+    struct sockaddr_in6  *sin6;
+#endif
+
+    it->text = r->connection->addr_text;
+
+    sa = r->connection->sockaddr;
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        ngx_memcpy(it->key, &sin->sin_addr, 4);
+        it->key_len = 4;
+        return NGX_OK;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            ngx_memcpy(it->key, sin6->sin6_addr.s6_addr + 12, 4);
+            it->key_len = 4;
+            return NGX_OK;
+        }
+
+        ngx_memcpy(it->key, sin6->sin6_addr.s6_addr, 16);
+        it->key_len = 16;
+
+        bits = rule->ipv6_prefix;
+
+        if (bits == 128) {
+            return NGX_OK;
+        }
+
+        for (i = bits / 8; i < 16; i++) {
+            it->key[i] = (i == bits / 8 && bits % 8)
+                         ? (u_char) (it->key[i] & (0xff << (8 - bits % 8)))
+                         : 0;
+        }
+
+        len = NGX_INET6_ADDRSTRLEN + sizeof("/128") - 1;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        it->text.data = p;
+        it->text.len = ngx_inet6_ntop(it->key, p, len);
+        it->text.len = ngx_sprintf(p + it->text.len, "/%ui", bits) - p;
+
+        return NGX_OK;
+#endif
+
+    default:
+        /* a unix socket: every local client is one */
+        ngx_memcpy(it->key, "unix", 4);
+        it->key_len = 4;
         return NGX_OK;
     }
 }
