@@ -60,10 +60,15 @@ typedef struct {
 } ngx_http_welby_limit_rule_t;
 
 
-/* a rule the request was charged by: its records, by zone and space */
+/*
+ * A rule the request was charged by (its records, by zone and space),
+ * and whether it refused the request: a subrequest or a rerun that
+ * reaches the rule again gets the same answer without a lookup.
+ */
 typedef struct {
     ngx_shm_zone_t                 *zone;
     uint32_t                        space;
+    ngx_uint_t                      refused;
 } ngx_http_welby_limit_charge_t;
 
 
@@ -111,7 +116,7 @@ static welby_reason_e ngx_http_welby_limit_run(ngx_http_request_t *r,
     ngx_uint_t identity, const char *step);
 static ngx_http_welby_limit_ctx_t *ngx_http_welby_limit_get_ctx(
     ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx);
-static ngx_uint_t ngx_http_welby_limit_charged(
+static ngx_http_welby_limit_charge_t *ngx_http_welby_limit_charged(
     ngx_http_welby_limit_ctx_t *lctx, ngx_http_welby_limit_rule_t *rule);
 static ngx_int_t ngx_http_welby_limit_keys(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_limit_rule_t *rule,
@@ -495,7 +500,7 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 {
     ngx_int_t                       rc;
     ngx_str_t                       key;
-    ngx_uint_t                      i, k, n, refused;
+    ngx_uint_t                      i, k, n, refused, again;
     ngx_array_t                     items;
     welby_gcra_answer_t             scratch;
     ngx_http_welby_limit_ctx_t     *lctx;
@@ -542,17 +547,29 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
+    again = 0;
+
     for (i = 0; i < wlcf->limits->nelts; i++) {
 
-        if ((ngx_uint_t) rules[i].identity != identity
-            || ngx_http_welby_limit_charged(lctx, &rules[i]))
-        {
+        if ((ngx_uint_t) rules[i].identity != identity) {
+            continue;
+        }
+
+        ch = ngx_http_welby_limit_charged(lctx, &rules[i]);
+
+        if (ch) {
+            again |= ch->refused;
             continue;
         }
 
         if (ngx_http_welby_limit_keys(r, ctx, &rules[i], &items) != NGX_OK) {
             return WELBY_REASON_INTERNAL_ERROR;
         }
+    }
+
+    if (again) {
+        /* a rule of this step refused the request already */
+        return WELBY_REASON_RATE_LIMITED;
     }
 
     n = items.nelts;
@@ -564,7 +581,10 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     /*
      * The first pass: every key checked, the last one charged at once
-     * when it conforms, so that a single rule decides under one lock.
+     * when it conforms and none refused before it, so that a single rule
+     * decides under one lock.  The keys after a refusal are still
+     * checked, never charged: Retry-After is the longest wait of the
+     * rules that refuse, and each of them counts what it found.
      */
 
     refused = n;
@@ -575,7 +595,8 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         key.len = it[k].key_len;
 
         arg.limit = &it[k].rule->limit;
-        arg.mode = (k == n - 1) ? WELBY_GCRA_TAKE : WELBY_GCRA_CHECK;
+        arg.mode = (k == n - 1 && refused == n) ? WELBY_GCRA_TAKE
+                                                : WELBY_GCRA_CHECK;
         arg.answer = &it[k].answer;
 
         rc = ngx_http_welby_zone_update_at(it[k].rule->zone,
@@ -587,7 +608,7 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         if (rc != NGX_OK) {
 
-            if (it[k].rule->detect) {
+            if (it[k].rule->detect || refused < n) {
                 it[k].failed = 1;
                 continue;
             }
@@ -604,8 +625,15 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         ngx_http_welby_metrics_add(it[k].rule->metric, 1);
 
         if (!it[k].rule->detect) {
-            refused = k;
-            break;
+            if (refused == n
+                || it[k].answer.windows[it[k].answer.binding].retry_after
+                   > it[refused].answer.windows[
+                         it[refused].answer.binding].retry_after)
+            {
+                refused = k;
+            }
+
+            continue;
         }
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -623,17 +651,22 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     for (k = 0; k < n; k++) {
 
-        if (ngx_http_welby_limit_charged(lctx, it[k].rule)) {
-            continue;
-        }
+        ch = ngx_http_welby_limit_charged(lctx, it[k].rule);
 
-        ch = ngx_array_push(&lctx->charged);
         if (ch == NULL) {
-            return WELBY_REASON_INTERNAL_ERROR;
+            ch = ngx_array_push(&lctx->charged);
+            if (ch == NULL) {
+                return WELBY_REASON_INTERNAL_ERROR;
+            }
+
+            ch->zone = it[k].rule->zone;
+            ch->space = it[k].rule->space;
+            ch->refused = 0;
         }
 
-        ch->zone = it[k].rule->zone;
-        ch->space = it[k].rule->space;
+        if (!it[k].failed && !it[k].answer.allowed && !it[k].rule->detect) {
+            ch->refused = 1;
+        }
     }
 
     if (refused < n) {
@@ -712,7 +745,7 @@ ngx_http_welby_limit_get_ctx(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
-static ngx_uint_t
+static ngx_http_welby_limit_charge_t *
 ngx_http_welby_limit_charged(ngx_http_welby_limit_ctx_t *lctx,
     ngx_http_welby_limit_rule_t *rule)
 {
@@ -723,11 +756,11 @@ ngx_http_welby_limit_charged(ngx_http_welby_limit_ctx_t *lctx,
 
     for (i = 0; i < lctx->charged.nelts; i++) {
         if (ch[i].zone == rule->zone && ch[i].space == rule->space) {
-            return 1;
+            return &ch[i];
         }
     }
 
-    return 0;
+    return NULL;
 }
 
 
