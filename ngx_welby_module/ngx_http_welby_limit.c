@@ -139,6 +139,8 @@ static ngx_int_t ngx_http_welby_limit_policies(ngx_conf_t *cf,
 
 
 static ngx_str_t  ngx_http_welby_limit_kind = ngx_string("limit");
+static ngx_str_t  ngx_http_welby_limit_subrequest_step =
+    ngx_string("subrequest");
 
 
 /*
@@ -491,6 +493,61 @@ ngx_http_welby_limit_identity(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
 {
     return ngx_http_welby_limit_run(r, ctx, wlcf, 1, "limit_identity");
+}
+
+
+/*
+ * nginx runs no access phase for a subrequest: a subrequest into a
+ * location with limits (SSI, auth_request, mirror) is charged here, in
+ * the rewrite phase, to the main request's keys, once per rule for the
+ * whole request, and refused, as its main request would be, when a rule
+ * refuses.  What the main request's record tells of it is what a
+ * subrequest_unchecked refusal tells.
+ */
+ngx_int_t
+ngx_http_welby_limit_subrequest(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+{
+    welby_reason_e         rc;
+    const welby_reason_t  *reason;
+
+    rc = ngx_http_welby_limit_run(r, ctx, wlcf, 0, "subrequest");
+
+    if (rc == WELBY_REASON_NONE) {
+        rc = ngx_http_welby_limit_run(r, ctx, wlcf, 1, "subrequest");
+    }
+
+    if (rc == WELBY_REASON_NONE) {
+        return NGX_DECLINED;
+    }
+
+    ctx->trail = 1;
+
+    if (ctx->reason == WELBY_REASON_NONE) {
+        ctx->reason = rc;
+        ctx->step = &ngx_http_welby_limit_subrequest_step;
+    }
+
+    reason = welby_reason_get(rc);
+
+    if (wlcf->mode == NGX_HTTP_WELBY_DETECT) {
+        if (ctx->decision != NGX_HTTP_WELBY_DECISION_DENY) {
+            ctx->decision = NGX_HTTP_WELBY_DECISION_DETECT;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "welby: detect id:%V step:subrequest reason:%s",
+                      &ctx->request_id, reason->code);
+        return NGX_DECLINED;
+    }
+
+    ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "welby: refused id:%V step:subrequest reason:%s",
+                  &ctx->request_id, reason->code);
+
+    return (ngx_int_t) reason->status;
 }
 
 

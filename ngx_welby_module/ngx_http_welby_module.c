@@ -576,7 +576,7 @@ ngx_http_welby_subrequest(ngx_http_request_t *r)
     ctx = ngx_http_welby_get_ctx(r);
 
     if (ctx && ngx_http_welby_covers(ctx, wlcf)) {
-        return NGX_DECLINED;
+        return ngx_http_welby_limit_subrequest(r, ctx, wlcf);
     }
 
     if (ctx) {
