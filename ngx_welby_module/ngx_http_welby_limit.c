@@ -470,6 +470,30 @@ char *
 ngx_http_welby_limit_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
     ngx_http_welby_loc_conf_t *conf)
 {
+    ngx_uint_t                    i;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_welby_limit_rule_t  *rules;
+
+    /*
+     * The steps run only where welby is on: rules of a level of their
+     * own, with welby off and no nested location to inherit them, would
+     * limit nothing, silently.
+     */
+
+    if (conf->limits && conf->limits != prev->limits && !conf->enable) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->locations == NULL) {
+            rules = conf->limits->elts;
+
+            for (i = 0; i < conf->limits->nelts; i++) {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "welby_limit \"%V\" has no effect: "
+                                   "\"welby\" is off here", &rules[i].name);
+            }
+        }
+    }
+
     if (conf->limits == NULL) {
         conf->limits = prev->limits;
     }
