@@ -714,6 +714,15 @@ ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
+    /*
+     * noreuse made nginx create this zone; at the next reload nginx reads
+     * it again, as the old zone's, when it frees the zones no new cycle
+     * keeps: left on, it would unmap this zone although the next cycle
+     * reuses it (its size unchanged), and the master and the new workers
+     * would crash on their first touch of it.
+     */
+    shm_zone->noreuse = 0;
+
     sh = ngx_slab_calloc(shpool, len);
     if (sh == NULL) {
         return NGX_ERROR;
