@@ -32,7 +32,7 @@ DEB_PACKAGES := nginx nginx-dev gcc make clang libclang-rt-14-dev \
                 libnginx-mod-http-js openssl curl perl \
                 libjson-xs-perl libio-socket-ssl-perl libcrypt-jwt-perl \
                 libcryptx-perl libmaxmind-db-writer-perl \
-                python3 testssl.sh sslscan prometheus
+                python3 testssl.sh sslscan prometheus wrk gdb
 
 # What `make bench` needs on top of DEB_PACKAGES.
 BENCH_PACKAGES := wrk libnginx-mod-http-modsecurity modsecurity-crs

@@ -47,6 +47,7 @@ typedef struct {
     uint32_t                        space;
     ngx_shm_zone_t                 *zone;
     ngx_uint_t                      key;        /* ..._LIMIT_KEY_* */
+    ngx_uint_t                      ipv6_prefix;    /* key=ip: bits */
     ngx_http_complex_value_t       *value;      /* key=$... */
     ngx_flag_t                      identity;   /* limit_identity's */
     ngx_flag_t                      detect;     /* mode=detect */
@@ -59,10 +60,15 @@ typedef struct {
 } ngx_http_welby_limit_rule_t;
 
 
-/* a rule the request was charged by: its records, by zone and space */
+/*
+ * A rule the request was charged by (its records, by zone and space),
+ * and whether it refused the request: a subrequest or a rerun that
+ * reaches the rule again gets the same answer without a lookup.
+ */
 typedef struct {
     ngx_shm_zone_t                 *zone;
     uint32_t                        space;
+    ngx_uint_t                      refused;
 } ngx_http_welby_limit_charge_t;
 
 
@@ -86,7 +92,7 @@ typedef struct {
 
 
 struct ngx_http_welby_limit_ctx_s {
-    int64_t                         now;        /* ns, once per request */
+    int64_t                         now;        /* ns, once per step run */
     ngx_array_t                     charged;
 
     /* the window that binds the request, for the RateLimit fields */
@@ -110,11 +116,13 @@ static welby_reason_e ngx_http_welby_limit_run(ngx_http_request_t *r,
     ngx_uint_t identity, const char *step);
 static ngx_http_welby_limit_ctx_t *ngx_http_welby_limit_get_ctx(
     ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx);
-static ngx_uint_t ngx_http_welby_limit_charged(
+static ngx_http_welby_limit_charge_t *ngx_http_welby_limit_charged(
     ngx_http_welby_limit_ctx_t *lctx, ngx_http_welby_limit_rule_t *rule);
 static ngx_int_t ngx_http_welby_limit_keys(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_limit_rule_t *rule,
     ngx_array_t *items);
+static ngx_int_t ngx_http_welby_limit_address_key(ngx_http_request_t *r,
+    ngx_http_welby_limit_rule_t *rule, ngx_http_welby_limit_item_t *it);
 static ngx_int_t ngx_http_welby_limit_push(ngx_http_request_t *r,
     ngx_array_t *items, ngx_http_welby_limit_rule_t *rule,
     const u_char *a, size_t alen, const u_char *b, size_t blen,
@@ -131,12 +139,14 @@ static ngx_int_t ngx_http_welby_limit_policies(ngx_conf_t *cf,
 
 
 static ngx_str_t  ngx_http_welby_limit_kind = ngx_string("limit");
+static ngx_str_t  ngx_http_welby_limit_subrequest_step =
+    ngx_string("subrequest");
 
 
 /*
  * welby_limit name=<name> zone=<zone> key=<ip|sub|client_id|patient|$var>
- *             rate=<n>r/s|r/m|r/h [burst=<n>] [hour=<n>] [day=<n>]
- *             [mode=enforce|detect]
+ *             [ipv6_prefix=<bits>] rate=<n>r/s|r/m|r/h [burst=<n>]
+ *             [hour=<n>] [day=<n>] [mode=enforce|detect]
  */
 char *
 ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -145,7 +155,8 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p, c;
     int64_t                            period;
-    ngx_int_t                          n, burst, hour, day, rate, metric;
+    ngx_int_t                          n, burst, hour, day, rate, metric,
+                                       prefix;
     ngx_str_t                         *value, s, key;
     ngx_uint_t                         i, k;
     ngx_http_welby_limit_rule_t       *rule, *rules;
@@ -174,6 +185,7 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     burst = 0;
     hour = 0;
     day = 0;
+    prefix = NGX_CONF_UNSET;
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -227,6 +239,19 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
             key.data = value[i].data + 4;
             key.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ipv6_prefix=", 12) == 0) {
+
+            prefix = ngx_http_welby_limit_number(&value[i], 12, 1, 128);
+            if (prefix == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid ipv6_prefix \"%V\": 1 to 128",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -365,6 +390,13 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (key.len == 2 && ngx_strncmp(key.data, "ip", 2) == 0) {
         rule->key = NGX_HTTP_WELBY_LIMIT_KEY_IP;
 
+        /*
+         * An IPv6 subscriber is given a /64 (RFC 6177) and may use any
+         * address in it: counted by address, it has 2^64 fresh keys.
+         */
+        rule->ipv6_prefix = (prefix == NGX_CONF_UNSET) ? 64
+                                                       : (ngx_uint_t) prefix;
+
     } else if (key.len == 3 && ngx_strncmp(key.data, "sub", 3) == 0) {
         rule->key = NGX_HTTP_WELBY_LIMIT_KEY_SUB;
         rule->identity = 1;
@@ -381,6 +413,14 @@ ngx_http_welby_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown welby_limit key \"%V\": it must be ip, "
                            "sub, client_id, patient or a variable", &key);
+        return NGX_CONF_ERROR;
+    }
+
+    if (prefix != NGX_CONF_UNSET
+        && rule->key != NGX_HTTP_WELBY_LIMIT_KEY_IP)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ipv6_prefix\" is for key=ip only");
         return NGX_CONF_ERROR;
     }
 
@@ -430,6 +470,30 @@ char *
 ngx_http_welby_limit_merge(ngx_conf_t *cf, ngx_http_welby_loc_conf_t *prev,
     ngx_http_welby_loc_conf_t *conf)
 {
+    ngx_uint_t                    i;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_welby_limit_rule_t  *rules;
+
+    /*
+     * The steps run only where welby is on: rules of a level of their
+     * own, with welby off and no nested location to inherit them, would
+     * limit nothing, silently.
+     */
+
+    if (conf->limits && conf->limits != prev->limits && !conf->enable) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->locations == NULL) {
+            rules = conf->limits->elts;
+
+            for (i = 0; i < conf->limits->nelts; i++) {
+                ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                                   "welby_limit \"%V\" has no effect: "
+                                   "\"welby\" is off here", &rules[i].name);
+            }
+        }
+    }
+
     if (conf->limits == NULL) {
         conf->limits = prev->limits;
     }
@@ -456,13 +520,68 @@ ngx_http_welby_limit_identity(ngx_http_request_t *r,
 }
 
 
+/*
+ * nginx runs no access phase for a subrequest: a subrequest into a
+ * location with limits (SSI, auth_request, mirror) is charged here, in
+ * the rewrite phase, to the main request's keys, once per rule for the
+ * whole request, and refused, as its main request would be, when a rule
+ * refuses.  What the main request's record tells of it is what a
+ * subrequest_unchecked refusal tells.
+ */
+ngx_int_t
+ngx_http_welby_limit_subrequest(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf)
+{
+    welby_reason_e         rc;
+    const welby_reason_t  *reason;
+
+    rc = ngx_http_welby_limit_run(r, ctx, wlcf, 0, "subrequest");
+
+    if (rc == WELBY_REASON_NONE) {
+        rc = ngx_http_welby_limit_run(r, ctx, wlcf, 1, "subrequest");
+    }
+
+    if (rc == WELBY_REASON_NONE) {
+        return NGX_DECLINED;
+    }
+
+    ctx->trail = 1;
+
+    if (ctx->reason == WELBY_REASON_NONE) {
+        ctx->reason = rc;
+        ctx->step = &ngx_http_welby_limit_subrequest_step;
+    }
+
+    reason = welby_reason_get(rc);
+
+    if (wlcf->mode == NGX_HTTP_WELBY_DETECT) {
+        if (ctx->decision != NGX_HTTP_WELBY_DECISION_DENY) {
+            ctx->decision = NGX_HTTP_WELBY_DECISION_DETECT;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "welby: detect id:%V step:subrequest reason:%s",
+                      &ctx->request_id, reason->code);
+        return NGX_DECLINED;
+    }
+
+    ctx->decision = NGX_HTTP_WELBY_DECISION_DENY;
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "welby: refused id:%V step:subrequest reason:%s",
+                  &ctx->request_id, reason->code);
+
+    return (ngx_int_t) reason->status;
+}
+
+
 static welby_reason_e
 ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t identity, const char *step)
 {
     ngx_int_t                       rc;
     ngx_str_t                       key;
-    ngx_uint_t                      i, k, n, refused;
+    ngx_uint_t                      i, k, n, refused, again;
     ngx_array_t                     items;
     welby_gcra_answer_t             scratch;
     ngx_http_welby_limit_ctx_t     *lctx;
@@ -494,6 +613,14 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     lctx->headers = wlcf->limit_headers ? 1 : 0;
 
+    /*
+     * One instant for the rules of a step, taken when it runs: a request
+     * may wait for its body between the two steps, and decided at its
+     * arrival after a long upload it would be refused for the time the
+     * upload took.
+     */
+    lctx->now = ngx_http_welby_now_ns();
+
     if (ngx_array_init(&items, r->pool, 4,
                        sizeof(ngx_http_welby_limit_item_t))
         != NGX_OK)
@@ -501,17 +628,29 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         return WELBY_REASON_INTERNAL_ERROR;
     }
 
+    again = 0;
+
     for (i = 0; i < wlcf->limits->nelts; i++) {
 
-        if ((ngx_uint_t) rules[i].identity != identity
-            || ngx_http_welby_limit_charged(lctx, &rules[i]))
-        {
+        if ((ngx_uint_t) rules[i].identity != identity) {
+            continue;
+        }
+
+        ch = ngx_http_welby_limit_charged(lctx, &rules[i]);
+
+        if (ch) {
+            again |= ch->refused;
             continue;
         }
 
         if (ngx_http_welby_limit_keys(r, ctx, &rules[i], &items) != NGX_OK) {
             return WELBY_REASON_INTERNAL_ERROR;
         }
+    }
+
+    if (again) {
+        /* a rule of this step refused the request already */
+        return WELBY_REASON_RATE_LIMITED;
     }
 
     n = items.nelts;
@@ -523,7 +662,10 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     /*
      * The first pass: every key checked, the last one charged at once
-     * when it conforms, so that a single rule decides under one lock.
+     * when it conforms and none refused before it, so that a single rule
+     * decides under one lock.  The keys after a refusal are still
+     * checked, never charged: Retry-After is the longest wait of the
+     * rules that refuse, and each of them counts what it found.
      */
 
     refused = n;
@@ -534,7 +676,8 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         key.len = it[k].key_len;
 
         arg.limit = &it[k].rule->limit;
-        arg.mode = (k == n - 1) ? WELBY_GCRA_TAKE : WELBY_GCRA_CHECK;
+        arg.mode = (k == n - 1 && refused == n) ? WELBY_GCRA_TAKE
+                                                : WELBY_GCRA_CHECK;
         arg.answer = &it[k].answer;
 
         rc = ngx_http_welby_zone_update_at(it[k].rule->zone,
@@ -546,7 +689,7 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         if (rc != NGX_OK) {
 
-            if (it[k].rule->detect) {
+            if (it[k].rule->detect || refused < n) {
                 it[k].failed = 1;
                 continue;
             }
@@ -563,8 +706,15 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
         ngx_http_welby_metrics_add(it[k].rule->metric, 1);
 
         if (!it[k].rule->detect) {
-            refused = k;
-            break;
+            if (refused == n
+                || it[k].answer.windows[it[k].answer.binding].retry_after
+                   > it[refused].answer.windows[
+                         it[refused].answer.binding].retry_after)
+            {
+                refused = k;
+            }
+
+            continue;
         }
 
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -582,17 +732,22 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     for (k = 0; k < n; k++) {
 
-        if (ngx_http_welby_limit_charged(lctx, it[k].rule)) {
-            continue;
-        }
+        ch = ngx_http_welby_limit_charged(lctx, it[k].rule);
 
-        ch = ngx_array_push(&lctx->charged);
         if (ch == NULL) {
-            return WELBY_REASON_INTERNAL_ERROR;
+            ch = ngx_array_push(&lctx->charged);
+            if (ch == NULL) {
+                return WELBY_REASON_INTERNAL_ERROR;
+            }
+
+            ch->zone = it[k].rule->zone;
+            ch->space = it[k].rule->space;
+            ch->refused = 0;
         }
 
-        ch->zone = it[k].rule->zone;
-        ch->space = it[k].rule->space;
+        if (!it[k].failed && !it[k].answer.allowed && !it[k].rule->detect) {
+            ch->refused = 1;
+        }
     }
 
     if (refused < n) {
@@ -665,16 +820,13 @@ ngx_http_welby_limit_get_ctx(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         return NULL;
     }
 
-    /* one instant for every rule of both steps */
-    lctx->now = ngx_http_welby_now_ns();
-
     ctx->limit = lctx;
 
     return lctx;
 }
 
 
-static ngx_uint_t
+static ngx_http_welby_limit_charge_t *
 ngx_http_welby_limit_charged(ngx_http_welby_limit_ctx_t *lctx,
     ngx_http_welby_limit_rule_t *rule)
 {
@@ -685,11 +837,11 @@ ngx_http_welby_limit_charged(ngx_http_welby_limit_ctx_t *lctx,
 
     for (i = 0; i < lctx->charged.nelts; i++) {
         if (ch[i].zone == rule->zone && ch[i].space == rule->space) {
-            return 1;
+            return &ch[i];
         }
     }
 
-    return 0;
+    return NULL;
 }
 
 
@@ -704,20 +856,12 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     size_t                        len;
     ngx_str_t                     v, text;
     ngx_uint_t                    i;
-    struct sockaddr              *sa;
     welby_str_t                  *id;
-    struct sockaddr_in           *sin;
     ngx_http_welby_limit_item_t  *it;
-#if (NGX_HAVE_INET6)
-    u_char                       *a6;
-    struct sockaddr_in6          *sin6;
-#endif
 
     switch (rule->key) {
 
     case NGX_HTTP_WELBY_LIMIT_KEY_IP:
-
-        /* the address after realip, as the audit record's */
 
         it = ngx_array_push(items);
         if (it == NULL) {
@@ -726,44 +870,8 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
         ngx_memzero(it, sizeof(ngx_http_welby_limit_item_t));
         it->rule = rule;
-        it->text = r->connection->addr_text;
 
-        sa = r->connection->sockaddr;
-
-        switch (sa->sa_family) {
-
-        case AF_INET:
-            sin = (struct sockaddr_in *) sa;
-            ngx_memcpy(it->key, &sin->sin_addr, 4);
-            it->key_len = 4;
-            break;
-
-#if (NGX_HAVE_INET6)
-        case AF_INET6:
-            sin6 = (struct sockaddr_in6 *) sa;
-            a6 = sin6->sin6_addr.s6_addr;
-
-            /* an IPv4 client on an IPv6 socket is the same client */
-
-            if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-                ngx_memcpy(it->key, a6 + 12, 4);
-                it->key_len = 4;
-
-            } else {
-                ngx_memcpy(it->key, a6, 16);
-                it->key_len = 16;
-            }
-
-            break;
-#endif
-
-        default:
-            /* a unix socket: every local client is one */
-            ngx_memcpy(it->key, "unix", 4);
-            it->key_len = 4;
-        }
-
-        return NGX_OK;
+        return ngx_http_welby_limit_address_key(r, rule, it);
 
     case NGX_HTTP_WELBY_LIMIT_KEY_SUB:
     case NGX_HTTP_WELBY_LIMIT_KEY_CLIENT_ID:
@@ -854,6 +962,85 @@ ngx_http_welby_limit_keys(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
 
 /*
+ * The key of the client address after realip, as the audit record's: an
+ * IPv4 address (or an IPv4-mapped IPv6 one: the same client on a
+ * dual-stack socket) as its 4 bytes, an IPv6 address as its first
+ * ipv6_prefix bits and zeros, which the record shows as the prefix.
+ */
+static ngx_int_t
+ngx_http_welby_limit_address_key(ngx_http_request_t *r,
+    ngx_http_welby_limit_rule_t *rule, ngx_http_welby_limit_item_t *it)
+{
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    u_char               *p;
+    size_t                len;
+    ngx_uint_t            i, bits;
+    struct sockaddr_in6  *sin6;
+#endif
+
+    it->text = r->connection->addr_text;
+
+    sa = r->connection->sockaddr;
+
+    switch (sa->sa_family) {
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) sa;
+        ngx_memcpy(it->key, &sin->sin_addr, 4);
+        it->key_len = 4;
+        return NGX_OK;
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) sa;
+
+        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+            ngx_memcpy(it->key, sin6->sin6_addr.s6_addr + 12, 4);
+            it->key_len = 4;
+            return NGX_OK;
+        }
+
+        ngx_memcpy(it->key, sin6->sin6_addr.s6_addr, 16);
+        it->key_len = 16;
+
+        bits = rule->ipv6_prefix;
+
+        if (bits == 128) {
+            return NGX_OK;
+        }
+
+        for (i = bits / 8; i < 16; i++) {
+            it->key[i] = (i == bits / 8 && bits % 8)
+                         ? (u_char) (it->key[i] & (0xff << (8 - bits % 8)))
+                         : 0;
+        }
+
+        len = NGX_INET6_ADDRSTRLEN + sizeof("/128") - 1;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        it->text.data = p;
+        it->text.len = ngx_inet6_ntop(it->key, p, len);
+        it->text.len = ngx_sprintf(p + it->text.len, "/%ui", bits) - p;
+
+        return NGX_OK;
+#endif
+
+    default:
+        /* a unix socket: every local client is one */
+        ngx_memcpy(it->key, "unix", 4);
+        it->key_len = 4;
+        return NGX_OK;
+    }
+}
+
+
+/*
  * A string key: the first bytes of SHA-256(a NUL b), or of b alone when
  * a is NULL.
  */
@@ -911,12 +1098,22 @@ ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
 }
 
 
-/* Under the zone's lock: no allocation, no log. */
+/*
+ * Under the zone's lock: no allocation, no log.  The clock is read here
+ * for welby_gcra_clamp(): later than the request's instant, never
+ * earlier than what another worker charged before this one got the lock.
+ */
 static int64_t
 ngx_http_welby_limit_update(void *data, ngx_uint_t fresh, int64_t now,
     void *arg)
 {
     ngx_http_welby_limit_arg_t *a = arg;
+
+    int64_t  clock;
+
+    clock = ngx_http_welby_now_ns();
+
+    welby_gcra_clamp(a->limit, data, ngx_max(clock, now));
 
     (void) welby_gcra_limit(a->limit, data, now, a->mode, a->answer);
 

@@ -24,6 +24,14 @@ welby_reason_e ngx_http_welby_limit_identity(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 
 /*
+ * A subrequest into a "welby on" location whose main request's steps
+ * cover it: the location's limits, charged to the main request's keys.
+ * NGX_DECLINED, or the status of the refusal.
+ */
+ngx_int_t ngx_http_welby_limit_subrequest(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+
+/*
  * From the header filter: Retry-After and the RateLimit fields on a
  * refusal of the limits, the RateLimit fields on every response where
  * welby_limit_headers is on.

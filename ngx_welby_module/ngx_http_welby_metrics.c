@@ -21,7 +21,7 @@
 
 
 /* first in the header in every version, so any version can read it */
-#define NGX_HTTP_WELBY_METRICS_LAYOUT     1
+#define NGX_HTTP_WELBY_METRICS_LAYOUT     2
 
 #define NGX_HTTP_WELBY_METRICS_SLOTS_MIN  32
 
@@ -41,7 +41,17 @@ typedef struct {
     uint32_t                    used;       /* names in the table */
     welby_prom_name_t          *names;
     ngx_atomic_t               *counters;   /* slots * stride */
+
+    /* a new zone took over the totals: see ngx_http_welby_metrics_carry() */
+    ngx_atomic_t                superseded;
 } ngx_http_welby_metrics_shctx_t;
+
+
+/* a carry-over to be undone if the reload fails */
+typedef struct {
+    ngx_cycle_t                *running;
+    ngx_http_welby_metrics_shctx_t  *old;
+} ngx_http_welby_metrics_carried_t;
 
 
 typedef struct {
@@ -51,6 +61,7 @@ typedef struct {
 
 
 struct ngx_http_welby_metrics_s {
+    ngx_pool_t                 *pool;       /* the configuration's */
     ngx_shm_zone_t             *zone;
     ngx_http_welby_metrics_shctx_t  *sh;
     ngx_array_t                 labels;     /* registered, in order */
@@ -92,8 +103,9 @@ static ngx_int_t ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_welby_metrics_map(ngx_http_welby_metrics_t *m,
     ngx_log_t *log);
-static void ngx_http_welby_metrics_carry(ngx_http_welby_metrics_t *m,
+static ngx_int_t ngx_http_welby_metrics_carry(ngx_http_welby_metrics_t *m,
     ngx_http_welby_metrics_shctx_t *old, ngx_log_t *log);
+static void ngx_http_welby_metrics_uncarry(void *data);
 static ngx_int_t ngx_http_welby_metrics_handler(ngx_http_request_t *r);
 static void ngx_http_welby_metrics_write(ngx_http_welby_metrics_page_t *pg,
     ngx_http_welby_metrics_t *m, uint64_t *total);
@@ -462,6 +474,8 @@ ngx_http_welby_metrics_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    m->pool = cf->pool;
+
     wmcf->metrics = m;
 
     return m;
@@ -714,6 +728,15 @@ ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
+    /*
+     * noreuse made nginx create this zone; at the next reload nginx reads
+     * it again, as the old zone's, when it frees the zones no new cycle
+     * keeps: left on, it would unmap this zone although the next cycle
+     * reuses it (its size unchanged), and the master and the new workers
+     * would crash on their first touch of it.
+     */
+    shm_zone->noreuse = 0;
+
     sh = ngx_slab_calloc(shpool, len);
     if (sh == NULL) {
         return NGX_ERROR;
@@ -727,6 +750,7 @@ ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->named = (uint32_t) m->named;
     sh->stride = (uint32_t) stride;
     sh->used = 0;
+    sh->superseded = 0;
     sh->names = (welby_prom_name_t *) p;
     sh->counters = (ngx_atomic_t *) ngx_align_ptr(
                        p + m->named * sizeof(welby_prom_name_t),
@@ -740,7 +764,7 @@ ngx_http_welby_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     old = ngx_http_welby_metrics_running(shm_zone);
 
     if (old) {
-        ngx_http_welby_metrics_carry(m, old, shm_zone->shm.log);
+        return ngx_http_welby_metrics_carry(m, old, shm_zone->shm.log);
     }
 
     return NGX_OK;
@@ -786,15 +810,23 @@ ngx_http_welby_metrics_map(ngx_http_welby_metrics_t *m, ngx_log_t *log)
  * A new zone takes over the running one's totals, by counter for the
  * fixed ones of the same layout and by name for the named ones, so no
  * counter goes backwards.  What the old workers count after this, while
- * they finish their requests, is lost.
+ * they finish their requests, is lost; so their pages would show counts
+ * the new zone never gets, and a scraper that reads one of them, then a
+ * new worker's, would see counters go back (a reset, to Prometheus):
+ * the old zone is marked superseded, and its pages are 503 from now on.
+ * Until the reload is done, a pool cleanup of the new configuration
+ * takes the mark back if the reload fails (the running cycle goes on
+ * with its zone then); it does nothing once the new cycle runs.
  */
-static void
+static ngx_int_t
 ngx_http_welby_metrics_carry(ngx_http_welby_metrics_t *m,
     ngx_http_welby_metrics_shctx_t *old, ngx_log_t *log)
 {
-    ngx_uint_t                       i, j, s, c;
-    ngx_atomic_t                    *dst, *src;
-    ngx_http_welby_metrics_label_t  *l;
+    ngx_uint_t                         i, j, s, c;
+    ngx_atomic_t                      *dst, *src;
+    ngx_pool_cleanup_t                *cln;
+    ngx_http_welby_metrics_label_t    *l;
+    ngx_http_welby_metrics_carried_t  *carried;
 
     if (old->layout != NGX_HTTP_WELBY_METRICS_LAYOUT
         || old->fixed != NGX_HTTP_WELBY_METRIC_FIXED)
@@ -802,8 +834,21 @@ ngx_http_welby_metrics_carry(ngx_http_welby_metrics_t *m,
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "welby: metrics zone of another layout, counters "
                       "start from zero");
-        return;
+        return NGX_OK;
     }
+
+    cln = ngx_pool_cleanup_add(m->pool,
+                               sizeof(ngx_http_welby_metrics_carried_t));
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    carried = cln->data;
+    carried->running = (ngx_cycle_t *) ngx_cycle;
+    carried->old = old;
+    cln->handler = ngx_http_welby_metrics_uncarry;
+
+    old->superseded = 1;
 
     dst = m->sh->counters;
 
@@ -832,6 +877,24 @@ ngx_http_welby_metrics_carry(ngx_http_welby_metrics_t *m,
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "welby: metrics zone resized, counters carried over");
+
+    return NGX_OK;
+}
+
+
+/*
+ * The new configuration's pool is destroyed: at once when the reload
+ * failed, while the running cycle (whose zone is still mapped) is
+ * ngx_cycle; much later, in another cycle, when it succeeded.
+ */
+static void
+ngx_http_welby_metrics_uncarry(void *data)
+{
+    ngx_http_welby_metrics_carried_t  *carried = data;
+
+    if ((ngx_cycle_t *) ngx_cycle == carried->running) {
+        carried->old->superseded = 0;
+    }
 }
 
 
@@ -876,6 +939,11 @@ ngx_http_welby_metrics_handler(ngx_http_request_t *r)
     }
 
     sh = m->sh;
+
+    if (sh->superseded) {
+        /* a worker of the configuration a reload replaced */
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
 
     /* one snapshot for the page: a histogram's +Inf is its _count */
 

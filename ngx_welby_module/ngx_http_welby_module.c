@@ -607,7 +607,7 @@ ngx_http_welby_subrequest(ngx_http_request_t *r)
     if (ctx && ngx_http_welby_covers(ctx, wlcf)
         && ngx_http_welby_geo_covers(r, ctx, wlcf))
     {
-        return NGX_DECLINED;
+        return ngx_http_welby_limit_subrequest(r, ctx, wlcf);
     }
 
     if (ctx) {

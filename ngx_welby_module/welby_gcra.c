@@ -9,8 +9,6 @@
 
 
 static int64_t welby_gcra_ceil_s(int64_t ns);
-static void welby_gcra_clamp(const welby_gcra_rate_t *r,
-    welby_gcra_state_t *s, int64_t now);
 static void welby_gcra_advance(const welby_gcra_rate_t *r, int64_t *tat,
     uint64_t *frac, uint64_t k);
 static int64_t welby_gcra_conform_at(const welby_gcra_rate_t *r, int64_t tat,
@@ -64,8 +62,6 @@ welby_gcra_limit(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     for (i = 0; i < WELBY_GCRA_WINDOWS; i++) {
         a->present[i] = 0;
     }
-
-    welby_gcra_clamp(&l->rate, s, now);
 
     a->present[WELBY_GCRA_RATE] = 1;
     a->allowed &= welby_gcra_rate(&l->rate, s, now,
@@ -218,21 +214,24 @@ welby_gcra_ceil_s(int64_t ns)
 
 
 /*
- * A request charged at now leaves TAT at most now + tau + T.  A TAT
- * beyond that comes from a clock stepped back since, or from a rule a
- * reload made faster: the key is taken, from now on, as one that has
- * just spent its whole burst, neither refused for the length of the
- * step nor given a new burst.  The state is changed in every mode: it
- * says the same of the key, and expires when that is over.
+ * A request charged at a time up to clock leaves TAT at most clock + tau
+ * + T.  A TAT beyond that comes from a clock stepped back since, or from
+ * a rule a reload made faster: the key is taken, from now on, as one
+ * that has just spent its whole burst, neither refused for the length of
+ * the step nor given a new burst.  The state is changed: it says the
+ * same of the key, and expires when that is over.
  */
-static void
-welby_gcra_clamp(const welby_gcra_rate_t *r, welby_gcra_state_t *s,
-    int64_t now)
+void
+welby_gcra_clamp(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
+    int64_t clock)
 {
-    int64_t   mt;
-    uint64_t  mf;
+    int64_t                   mt;
+    uint64_t                  mf;
+    const welby_gcra_rate_t  *r;
 
-    mt = now + r->tau_q + r->t_q;
+    r = &l->rate;
+
+    mt = clock + r->tau_q + r->t_q;
     mf = r->tau_r + r->t_r;
 
     if (mf >= r->n) {

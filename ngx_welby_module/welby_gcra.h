@@ -129,12 +129,22 @@ int welby_gcra_init(welby_gcra_rate_t *rate, uint64_t n, int64_t period,
     uint64_t burst);
 
 /*
+ * Before welby_gcra_limit(), with the state at hand: a TAT later than a
+ * request charged by the time clock (the clock read then, ns since the
+ * epoch) could have left (the clock stepped back since, a rule made
+ * faster) is brought back to that of a key that has just spent its whole
+ * burst.  Not the request's own time: a request decided at an instant
+ * taken earlier (a worker preempted, a step that ran late) must not
+ * forget what others were charged since.
+ */
+void welby_gcra_clamp(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
+    int64_t clock);
+
+/*
  * Decides a request at now (ns since the epoch) against every window of
- * the limit, and changes the state as mode says.  Returns a->allowed.
- * In every mode a TAT later than a request at now could have left it
- * (the clock stepped back, a rule made faster) is first brought back to
- * that of a key that has just spent its whole burst; a quota counted in
- * a later window than now's goes on in that window until its end.
+ * the limit, and changes the state as mode says.  Returns a->allowed.  A
+ * quota counted in a later window than now's goes on in that window
+ * until its end.
  */
 int welby_gcra_limit(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     int64_t now, welby_gcra_mode_e mode, welby_gcra_answer_t *a);

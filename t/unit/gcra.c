@@ -48,6 +48,9 @@ take(const welby_gcra_limit_t *l, welby_gcra_state_t *s, int64_t now,
 {
     welby_gcra_answer_t  tmp;
 
+    /* as ngx_http_welby_limit.c does, the clock read being now */
+    welby_gcra_clamp(l, s, now);
+
     return welby_gcra_limit(l, s, now, WELBY_GCRA_TAKE, a ? a : &tmp);
 }
 
@@ -496,6 +499,21 @@ main(void)
     ok(volley(&l, &s, day) == 2, "day=2: 2 pass at midnight");
     ok(volley(&l, &s, day - 1) == 0,
        "day=2, the clock a nanosecond back into yesterday: still spent");
+
+    /*
+     * A request decided at an instant taken 20 s before the clock read
+     * under the lock (its worker preempted, a step late): refused, and
+     * the key keeps what others were charged since.
+     */
+
+    l = limit(1, S, 4, 0, 0);
+    memset(&s, 0, sizeof(s));
+    volley(&l, &s, T0);
+    c = s;
+    welby_gcra_clamp(&l, &s, T0);
+    ok(!welby_gcra_limit(&l, &s, T0 - 20 * S, WELBY_GCRA_TAKE, &a)
+       && memcmp(&c, &s, sizeof(s)) == 0,
+       "a request at a stale instant: refused, the state untouched");
 
     /* the boundaries of a quota, to the nanosecond */
 
