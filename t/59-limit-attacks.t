@@ -314,6 +314,19 @@ sub promtool {
     return ($? >> 8, $said);
 }
 
+# gdb attached to a process in batch mode: its output (stderr, where it
+# says where the process was stopped, to /dev/null)
+sub gdb {
+    my ($pid, @ex) = @_;
+    my $child = open(my $fh, '-|') // die "fork: $!";
+    if ($child == 0) {
+        open STDERR, '>', '/dev/null';
+        exec('gdb', '-p', $pid, '-batch', '-nx', @ex);
+        POSIX::_exit(127);
+    }
+    return $fh;
+}
+
 # the raw responses to requests written at once on one connection
 sub pipelined {
     my ($port, $from, @reqs) = @_;
@@ -950,7 +963,7 @@ sub reloaded {
 
 my ($mmaster) = $m->read_file('nginx.pid') =~ /(\d+)/;
 my %f = map { $_ => "$md/gdb-$_" } qw(ready carried go);
-my $mgdb = open(my $mg, '-|', 'gdb', '-p', $mmaster, '-batch', '-nx',
+my $mg = gdb($mmaster,
     '-ex', 'set pagination off',
     '-ex', 'handle SIGHUP nostop noprint pass',
     '-ex', 'break ngx_http_welby_metrics_init_zone',
@@ -959,7 +972,7 @@ my $mgdb = open(my $mg, '-|', 'gdb', '-p', $mmaster, '-batch', '-nx',
     '-ex', "shell touch $f{carried}",
     '-ex', "shell i=0; while [ ! -e $f{go} ] && [ \$i -lt 400 ]; do "
         . 'sleep 0.05; i=$((i+1)); done',
-    '-ex', 'detach') // die "gdb: $!";
+    '-ex', 'detach');
 
 ok($m->wait_for(sub { -e $f{ready} }, 20), 'gdb holds the master\'s '
     . 'metrics zone initialisation');
@@ -1147,11 +1160,11 @@ EOF
     # gdb stops the worker in the zone's callback, under the lock, and
     # kills it there
     my $ready = $k->testdir() . '/gdb-ready';
-    my $gdb = open(my $g, '-|', 'gdb', '-p', $worker, '-batch', '-nx',
+    my $g = gdb($worker,
         '-ex', 'set pagination off',
         '-ex', 'break ngx_http_welby_limit_update',
         '-ex', "shell touch $ready",
-        '-ex', 'continue', '-ex', 'kill') // die "gdb: $!";
+        '-ex', 'continue', '-ex', 'kill');
 
     # the worker is stopped until gdb continues: a request sent once the
     # breakpoint is set waits for it
