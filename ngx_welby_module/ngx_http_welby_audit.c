@@ -1043,7 +1043,7 @@ ngx_http_welby_audit_fill(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
             rec->country.len = ctx->country.len;
         }
 
-        if (ctx->asn) {
+        if (ngx_http_welby_geo_asn(r, ctx)) {
             rec->asn = ctx->asn;
         }
     }

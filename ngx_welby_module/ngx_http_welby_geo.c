@@ -961,6 +961,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 
     ngx_memcpy(ctx->geo_addr, key, 16);
     ctx->geo_looked_up = 1;
+    ctx->asn_looked_up = 0;
 
     ngx_str_null(&ctx->country);
     ctx->asn = 0;
@@ -987,19 +988,65 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
         }
     }
 
-    if (geo->asn.open
-        && ngx_http_welby_geo_find(r, &geo->asn, sa,
-                                   &ngx_http_welby_geo_asn_kind, &data)
-           == NGX_OK)
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: geo id:%V country:%V",
+                   &ctx->request_id, &ctx->country);
+
+    return NGX_OK;
+}
+
+
+uint32_t
+ngx_http_welby_geo_asn(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
+{
+    struct sockaddr             *sa;
+    MMDB_entry_data_s            data;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in           sin;
+#endif
+    ngx_http_welby_geo_t        *geo;
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    if (ngx_http_welby_geo_lookup(r, ctx) != NGX_OK || !ctx->geo_looked_up) {
+        return 0;
+    }
+
+    if (ctx->asn_looked_up) {
+        return ctx->asn;
+    }
+
+    ctx->asn_looked_up = 1;
+
+    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
+    geo = wmcf->geo;
+
+    if (!geo->asn.open) {
+        return 0;
+    }
+
+    /* geo_addr is the address as the country lookup placed it */
+
+    sa = r->connection->sockaddr;
+
+#if (NGX_HAVE_INET6)
+    if (sa->sa_family == AF_INET6
+        && ngx_http_welby_geo_embedded(ctx->geo_addr, &sin) == NGX_OK)
+    {
+        sa = (struct sockaddr *) &sin;
+    }
+#endif
+
+    if (ngx_http_welby_geo_find(r, &geo->asn, sa,
+                                &ngx_http_welby_geo_asn_kind, &data)
+        == NGX_OK)
     {
         ctx->asn = data.uint32;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "welby: geo id:%V country:%V asn:%uD",
-                   &ctx->request_id, &ctx->country, ctx->asn);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "welby: geo id:%V asn:%uD", &ctx->request_id, ctx->asn);
 
-    return NGX_OK;
+    return ctx->asn;
 }
 
 
@@ -1236,7 +1283,7 @@ ngx_http_welby_asn_variable(ngx_http_request_t *r,
         ctx = &tmp;
     }
 
-    if (ngx_http_welby_geo_lookup(r, ctx) != NGX_OK || ctx->asn == 0) {
+    if (ngx_http_welby_geo_asn(r, ctx) == 0) {
         v->not_found = 1;
         return NGX_OK;
     }

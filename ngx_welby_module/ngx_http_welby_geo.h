@@ -25,9 +25,9 @@ char *ngx_http_welby_geo_merge(ngx_conf_t *cf,
 
 /*
  * The country (ctx->country: an assigned ISO 3166-1 code, two uppercase
- * letters, empty when unknown) and ASN (ctx->asn, 0 when unknown) of the
- * client address as nginx sees it now (after the realip module), looked
- * up once and kept in the ctx for as long as the address stays the same.
+ * letters, empty when unknown) of the client address as nginx sees it
+ * now (after the realip module), looked up once and kept in the ctx for
+ * as long as the address stays the same.
  * An IPv6 address that embeds an IPv4 one (v4-mapped, 6to4, Teredo,
  * NAT64) is looked up as that IPv4 address.  NGX_OK, or NGX_DECLINED
  * when there is no welby_geoip2 (both unknown); a failed lookup is
@@ -35,6 +35,15 @@ char *ngx_http_welby_geo_merge(ngx_conf_t *cf,
  * fails closed.
  */
 ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
+    ngx_http_welby_ctx_t *ctx);
+
+/*
+ * The ASN of the same address (0 when unknown, when there is no asn=
+ * file or no address), also in ctx->asn: looked up in the ASN file only
+ * by what reads it (the audit record, asn= throttling, $welby_asn), once
+ * per address.  A failed lookup is logged and unknown.
+ */
+uint32_t ngx_http_welby_geo_asn(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 
 #if (NGX_HAVE_INET6)

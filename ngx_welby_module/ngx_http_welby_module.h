@@ -343,15 +343,18 @@ typedef struct {
     ngx_uint_t                  detected;
 
     /* ngx_http_welby_geo_lookup(): the country (two uppercase letters,
-     * empty when unknown) and ASN (0 unknown) of geo_addr (IPv4 as
-     * v4-mapped IPv6), the client address they were looked up for;
-     * geo_failed: the country database failed to answer for it */
+     * empty when unknown) of geo_addr (IPv4 as v4-mapped IPv6), the
+     * client address it was looked up for; geo_failed: the country
+     * database failed to answer for it.  ngx_http_welby_geo_asn(): the
+     * ASN (0 unknown) of the same address, looked up only when asked
+     * for (asn_looked_up) */
     ngx_str_t                   country;
     uint32_t                    asn;
     u_char                      country_data[2];
     u_char                      geo_addr[16];
     unsigned                    geo_looked_up:1;
     unsigned                    geo_failed:1;
+    unsigned                    asn_looked_up:1;
 
     /* the limits' state of the request, or NULL: kept across reruns */
     ngx_http_welby_limit_ctx_t *limit;
@@ -414,6 +417,13 @@ ngx_int_t ngx_http_welby_response_prepare(ngx_http_request_t *r,
 /* ngx_http_welby_tls.c */
 welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
+/*
+ * SHA-256 of in into out (32 bytes) with the fetched digest and one
+ * context kept per process: NGX_OK or NGX_ERROR.
+ */
+ngx_int_t ngx_http_welby_sha256(ngx_http_welby_main_conf_t *wmcf,
+    const u_char *in, size_t len, u_char *out);
+
 ngx_int_t ngx_http_welby_client_cert_sha256(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 ngx_int_t ngx_http_welby_tls_headers(ngx_http_request_t *r,

@@ -529,14 +529,30 @@ ngx_http_welby_throttle_update(ngx_http_request_t *r,
     ngx_str_t *key, int64_t now, ngx_http_welby_zone_update_pt update,
     ngx_http_welby_throttle_arg_t *arg)
 {
+    ngx_int_t  rc;
+
     arg->tc = tc;
     arg->count = c;
 
-    if (ngx_http_welby_zone_update_at(tc->zone, c->space, key,
-                                      ngx_http_welby_throttle_size(c), now,
-                                      update, arg, r->connection->log)
-        != NGX_OK)
-    {
+    /* the check reads only a live record: a new address costs none */
+
+    if (update == ngx_http_welby_throttle_check) {
+        rc = ngx_http_welby_zone_update_live(tc->zone, c->space, key,
+                                             ngx_http_welby_throttle_size(c),
+                                             now, update, arg,
+                                             r->connection->log);
+        if (rc == NGX_DECLINED) {
+            return NGX_OK;
+        }
+
+    } else {
+        rc = ngx_http_welby_zone_update_at(tc->zone, c->space, key,
+                                           ngx_http_welby_throttle_size(c),
+                                           now, update, arg,
+                                           r->connection->log);
+    }
+
+    if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "welby: auth_throttle has no room in zone \"%V\"",
                       &tc->zone->shm.name);
@@ -756,9 +772,7 @@ static ngx_uint_t
 ngx_http_welby_throttle_asn(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_str_t *key, u_char *buf)
 {
-    (void) ngx_http_welby_geo_lookup(r, ctx);
-
-    if (ctx->asn == 0) {
+    if (ngx_http_welby_geo_asn(r, ctx) == 0) {
         return 0;
     }
 

@@ -520,9 +520,12 @@ is(($src->{ip} // '') . ' ' . ($src->{country} // ''), '127.0.0.1 JP',
 
 $r = get('/jp/x', '127.0.1.5');
 my $id = $r && $r->request_id // '-';
-my $n = () = $t->read_file('error.log') =~ /welby: geo id:\Q$id\E /g;
-is($n, 1, 'one lookup for the step, $welby_country, $welby_asn and the '
-    . 'audit record');
+my $log = $t->read_file('error.log');
+my $n = () = $log =~ /welby: geo id:\Q$id\E country:/g;
+is($n, 1, 'one country lookup for the step, $welby_country and the audit '
+    . 'record');
+$n = () = $log =~ /welby: geo id:\Q$id\E asn:/g;
+is($n, 1, 'one ASN lookup for $welby_asn and the audit record');
 
 ###############################################################################
 # nginx -t: a country database whose iso_code is not two letters would
@@ -701,5 +704,60 @@ for my $line (split /\n/, $t->read_file('error.log')) {
 is(scalar @moved, 2, 'each failed lookup logged one [error] line');
 $t->write_file('expected-errors.log', join("\n", @moved, ''));
 $t->write_file('error.log', join("\n", @keep, ''));
+
+# without an audit trail and $welby_asn, nothing reads the ASN: the step
+# looks up the country only
+my $lazy = Welby::Nginx->new();
+my $ld = $lazy->testdir();
+Welby::MMDB::country_db("$ld/country.mmdb");
+Welby::MMDB::asn_db("$ld/asn.mmdb");
+$lazy->write_file_expand('nginx.conf', <<'EOF');
+%%TEST_GLOBALS%%
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+    welby_tls off;
+    welby_token off;
+
+    welby_geoip2 country.mmdb asn=asn.mmdb;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+
+        welby on;
+        welby_geo_allow JP;
+
+        # content, not return: the pipeline runs in the access phase
+        location / {
+            js_content echo.echo;
+        }
+
+        location /asn/ {
+            add_header X-ASN $welby_asn always;
+            js_content echo.echo;
+        }
+    }
+}
+EOF
+$lazy->run();
+
+$r = parse_response(http_req(uri => '/x', local => '127.0.1.5',
+    port => $lazy->port(8080)));
+$id = $r && $r->request_id // '-';
+$log = $lazy->read_file('error.log');
+is(status($r) . ' ' . (() = $log =~ /welby: geo id:\Q$id\E country:JP/g),
+    '200 1', 'lazy: the step looks up the country once');
+is(() = $log =~ /welby: geo id:\Q$id\E asn:/g, 0,
+    'lazy: and no ASN when nothing reads it');
+
+$r = parse_response(http_req(uri => '/asn/x', local => '127.0.1.5',
+    port => $lazy->port(8080)));
+$id = $r && $r->request_id // '-';
+$log = $lazy->read_file('error.log');
+is(hdr($r, 'X-ASN') . ' ' . (() = $log =~ /welby: geo id:\Q$id\E asn:/g),
+    '64501 1', 'lazy: $welby_asn looks it up, once');
+$lazy->stop();
 
 $t->done_testing();
