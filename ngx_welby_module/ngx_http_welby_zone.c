@@ -2,8 +2,9 @@
  * welby_zone: keyed state in shared memory (ngx_http_welby_zone.h), in
  * the pattern of the limit_req module's zones: a slab pool, an rbtree
  * of records keyed by a hash of (space, key), and an LRU queue; each
- * update frees up to two expired records at the queue's tail, and a
- * full zone forgets the records used longest ago.
+ * update frees up to two records at the queue's tail whose state has
+ * been over for a minute, and a full zone forgets the records used
+ * longest ago.
  *
  * A record, from the rbtree node's color on (as limit_req's nodes):
  *
@@ -23,15 +24,28 @@
 #include "ngx_http_welby_zone.h"
 #include "welby_hash.h"
 
+#include <openssl/rand.h>
+
 
 /*
  * "WELBYZN" and the version of the layout above: a zone kept by a reload
  * is read only when this code wrote it.
  */
-#define NGX_HTTP_WELBY_ZONE_MAGIC      0x57454c42595a4e01ULL
+#define NGX_HTTP_WELBY_ZONE_MAGIC      0x57454c42595a4e02ULL
 
 /* expired records freed at the tail per update, as in limit_req */
 #define NGX_HTTP_WELBY_ZONE_EXPIRE     2
+
+/*
+ * How long a record whose state is over stays for reuse before the tail
+ * frees it (limit_req keeps its nodes 60 s): a key that comes back finds
+ * its record, where freeing it at once would cost every request of a
+ * fast rule a slab allocation, a free and two rbtree changes.  Its state
+ * is zeroed when it is used again, as for a new record; the records a
+ * full zone forgets first are these, and they are not counted as
+ * evictions.
+ */
+#define NGX_HTTP_WELBY_ZONE_KEEP       (60 * (int64_t) 1000000000)
 
 /*
  * Live records forgotten at most for one allocation, and how far from
@@ -48,6 +62,7 @@
 
 typedef struct {
     uint64_t                        magic;
+    uint64_t                        secret[2];  /* ngx_http_welby_zone_digest */
     ngx_rbtree_t                    rbtree;
     ngx_rbtree_node_t               sentinel;
     ngx_queue_t                     queue;
@@ -101,6 +116,10 @@ static ngx_rbtree_node_t *ngx_http_welby_zone_alloc(
     ngx_http_welby_zone_t *zone, size_t size, int64_t now,
     ngx_uint_t *evicted);
 static size_t ngx_http_welby_zone_slab_size(size_t size);
+static ngx_int_t ngx_http_welby_zone_run(ngx_shm_zone_t *shm_zone,
+    uint32_t space, ngx_str_t *key, size_t size, int64_t now,
+    ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log,
+    ngx_uint_t create);
 static void ngx_http_welby_zone_expire(ngx_http_welby_zone_t *zone,
     int64_t now);
 static void ngx_http_welby_zone_delete(ngx_http_welby_zone_t *zone,
@@ -270,6 +289,16 @@ ngx_http_welby_zone_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
+    /* drawn once for the zone's life: a reload that keeps the zone keeps
+     * it, and with it every digest its records were made with */
+
+    if (RAND_bytes((u_char *) sh->secret, sizeof(sh->secret)) != 1) {
+        ngx_ssl_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "welby_zone \"%V\": RAND_bytes() failed",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
     ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
                     ngx_http_welby_zone_rbtree_insert);
     ngx_queue_init(&sh->queue);
@@ -311,6 +340,20 @@ ngx_http_welby_zone_space(ngx_str_t *kind, ngx_str_t *name)
 }
 
 
+void
+ngx_http_welby_zone_digest(ngx_shm_zone_t *shm_zone, const u_char *in,
+    size_t len, u_char *out)
+{
+    ngx_http_welby_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    /* the secret is written before the workers start, and never again */
+
+    welby_siphash128(zone->sh->secret, in, len, out);
+}
+
+
 ngx_int_t
 ngx_http_welby_zone_update(ngx_shm_zone_t *zone, uint32_t space,
     ngx_str_t *key, size_t size, ngx_http_welby_zone_update_pt update,
@@ -326,6 +369,28 @@ ngx_int_t
 ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
     ngx_str_t *key, size_t size, int64_t now,
     ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log)
+{
+    return ngx_http_welby_zone_run(shm_zone, space, key, size, now, update,
+                                   arg, log, 1);
+}
+
+
+ngx_int_t
+ngx_http_welby_zone_update_live(ngx_shm_zone_t *shm_zone, uint32_t space,
+    ngx_str_t *key, size_t size, int64_t now,
+    ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log)
+{
+    return ngx_http_welby_zone_run(shm_zone, space, key, size, now, update,
+                                   arg, log, 0);
+}
+
+
+/* create 0: only a live record is updated; NGX_DECLINED without one */
+static ngx_int_t
+ngx_http_welby_zone_run(ngx_shm_zone_t *shm_zone, uint32_t space,
+    ngx_str_t *key, size_t size, int64_t now,
+    ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log,
+    ngx_uint_t create)
 {
     u_char                         sp[4];
     int64_t                        expire;
@@ -368,6 +433,11 @@ ngx_http_welby_zone_update_at(ngx_shm_zone_t *shm_zone, uint32_t space,
     if (rec && rec->units != units) {
         ngx_http_welby_zone_delete(zone, rec);
         rec = NULL;
+    }
+
+    if (!create && (rec == NULL || rec->expire <= now)) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
     }
 
     if (rec == NULL) {
@@ -659,7 +729,7 @@ ngx_http_welby_zone_expire(ngx_http_welby_zone_t *zone, int64_t now)
         q = ngx_queue_last(&zone->sh->queue);
         rec = ngx_queue_data(q, ngx_http_welby_zone_record_t, queue);
 
-        if (rec->expire > now) {
+        if (rec->expire > now - NGX_HTTP_WELBY_ZONE_KEEP) {
             return;
         }
 

@@ -64,6 +64,29 @@ ngx_int_t ngx_http_welby_zone_update_at(ngx_shm_zone_t *zone, uint32_t space,
     ngx_str_t *key, size_t size, int64_t now,
     ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log);
 
+/*
+ * ngx_http_welby_zone_update_at() on a live record only (one whose time
+ * is not over): NGX_DECLINED, with nothing allocated and the callback not
+ * run, when there is none.  For the checks most requests pass (is this
+ * address banned?), which must not cost a record per new key.
+ */
+ngx_int_t ngx_http_welby_zone_update_live(ngx_shm_zone_t *zone,
+    uint32_t space, ngx_str_t *key, size_t size, int64_t now,
+    ngx_http_welby_zone_update_pt update, void *arg, ngx_log_t *log);
+
+/*
+ * A 16-byte digest of in under the zone's secret (SipHash-2-4-128, the
+ * secret drawn from RAND_bytes when the zone is made and kept with it
+ * across reloads): keys of any length as one size of record, and no
+ * identifier in clear in shared memory.  Unlike an unkeyed hash, it
+ * cannot be matched against guesses by one who reads a copy of the
+ * records without the zone's secret, and nobody can choose values that
+ * collide.  Before the zone is initialised (at configuration time) it
+ * must not be called.
+ */
+void ngx_http_welby_zone_digest(ngx_shm_zone_t *zone, const u_char *in,
+    size_t len, u_char *out);
+
 /* Bytes in use and the zone's size, for the metrics. */
 void ngx_http_welby_zone_usage(ngx_shm_zone_t *zone, size_t *used,
     size_t *size);
