@@ -1041,8 +1041,8 @@ ngx_http_welby_limit_address_key(ngx_http_request_t *r,
 
 
 /*
- * A string key: the first bytes of SHA-256(a NUL b), or of b alone when
- * a is NULL.
+ * A string key: the zone's digest of (a NUL b), or of b alone when a is
+ * NULL.
  */
 static ngx_int_t
 ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
@@ -1053,8 +1053,6 @@ ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
     const u_char                 *in;
     size_t                        len;
     ngx_http_welby_limit_item_t  *it;
-    ngx_http_welby_main_conf_t   *wmcf;
-    u_char                        md[EVP_MAX_MD_SIZE];
 
     it = ngx_array_push(items);
     if (it == NULL) {
@@ -1085,13 +1083,7 @@ ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
         len = p - buf;
     }
 
-    wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
-
-    if (EVP_Digest(in, len, md, NULL, wmcf->sha256, NULL) != 1) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(it->key, md, NGX_HTTP_WELBY_LIMIT_KEY_LEN);
+    ngx_http_welby_zone_digest(rule->zone, in, len, it->key);
     it->key_len = NGX_HTTP_WELBY_LIMIT_KEY_LEN;
 
     return NGX_OK;

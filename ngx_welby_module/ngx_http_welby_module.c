@@ -1959,11 +1959,50 @@ ngx_http_welby_init_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * One digest context per process, kept between requests: EVP_Digest()
+ * allocates, initialises and frees one on every call.  Workers run one
+ * request at a time, and nothing here is called from a signal handler.
+ */
+static EVP_MD_CTX  *ngx_http_welby_sha256_ctx;
+
+
+ngx_int_t
+ngx_http_welby_sha256(ngx_http_welby_main_conf_t *wmcf, const u_char *in,
+    size_t len, u_char *out)
+{
+    EVP_MD_CTX  *md;
+
+    md = ngx_http_welby_sha256_ctx;
+
+    if (md == NULL) {
+        md = EVP_MD_CTX_new();
+        if (md == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_welby_sha256_ctx = md;
+    }
+
+    if (EVP_DigestInit_ex(md, wmcf->sha256, NULL) != 1
+        || EVP_DigestUpdate(md, in, len) != 1
+        || EVP_DigestFinal_ex(md, out, NULL) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_welby_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_welby_audit_exit_process(cycle);
     ngx_http_welby_token_exit_process(cycle);
+
+    EVP_MD_CTX_free(ngx_http_welby_sha256_ctx);
+    ngx_http_welby_sha256_ctx = NULL;
 }
 
 

@@ -1531,9 +1531,7 @@ ngx_http_welby_token(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
 
     wmcf = ngx_http_get_module_main_conf(r, ngx_http_welby_module);
 
-    if (EVP_Digest(token.data, token.len, hash, NULL, wmcf->sha256, NULL)
-        != 1)
-    {
+    if (ngx_http_welby_sha256(wmcf, token.data, token.len, hash) != NGX_OK) {
         return WELBY_REASON_INTERNAL_ERROR;
     }
 

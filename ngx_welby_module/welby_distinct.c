@@ -6,19 +6,7 @@
 #include <string.h>
 
 #include "welby_distinct.h"
-
-
-#define WELBY_ROTL(x, b)  (uint64_t) (((x) << (b)) | ((x) >> (64 - (b))))
-
-#define WELBY_SIPROUND                                                       \
-    do {                                                                     \
-        v0 += v1; v1 = WELBY_ROTL(v1, 13); v1 ^= v0;                         \
-        v0 = WELBY_ROTL(v0, 32);                                             \
-        v2 += v3; v3 = WELBY_ROTL(v3, 16); v3 ^= v2;                         \
-        v0 += v3; v3 = WELBY_ROTL(v3, 21); v3 ^= v0;                         \
-        v2 += v1; v1 = WELBY_ROTL(v1, 17); v1 ^= v2;                         \
-        v2 = WELBY_ROTL(v2, 32);                                             \
-    } while (0)
+#include "welby_hash.h"
 
 
 static size_t welby_distinct_fresh(const welby_distinct_t *d,
@@ -27,60 +15,6 @@ static int welby_distinct_insert(welby_distinct_t *d, uint64_t h,
     unsigned exact);
 static int welby_distinct_set_bit(welby_distinct_t *d, uint64_t h);
 static double welby_distinct_lc(unsigned bits);
-
-
-static uint64_t
-welby_le64(const unsigned char *p)
-{
-    return (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
-           | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
-           | (uint64_t) p[5] << 40 | (uint64_t) p[6] << 48
-           | (uint64_t) p[7] << 56;
-}
-
-
-uint64_t
-welby_siphash(const uint64_t k[2], const unsigned char *data, size_t len)
-{
-    size_t    i, left;
-    uint64_t  v0, v1, v2, v3, m;
-
-    v0 = k[0] ^ 0x736f6d6570736575ULL;
-    v1 = k[1] ^ 0x646f72616e646f6dULL;
-    v2 = k[0] ^ 0x6c7967656e657261ULL;
-    v3 = k[1] ^ 0x7465646279746573ULL;
-
-    for (i = 0; i + 8 <= len; i += 8) {
-        m = welby_le64(data + i);
-        v3 ^= m;
-        WELBY_SIPROUND;
-        WELBY_SIPROUND;
-        v0 ^= m;
-    }
-
-    /* the last 0..7 bytes, and the length's low byte on top */
-
-    m = (uint64_t) (len & 0xff) << 56;
-    left = len - i;
-
-    while (left) {
-        left--;
-        m |= (uint64_t) data[i + left] << (8 * left);
-    }
-
-    v3 ^= m;
-    WELBY_SIPROUND;
-    WELBY_SIPROUND;
-    v0 ^= m;
-
-    v2 ^= 0xff;
-    WELBY_SIPROUND;
-    WELBY_SIPROUND;
-    WELBY_SIPROUND;
-    WELBY_SIPROUND;
-
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 
 int

@@ -57,10 +57,7 @@ typedef struct {
 #define WELBY_DISTINCT_OVER   2     /* it would pass the bound */
 
 
-/* SipHash-2-4 of data under a 128-bit key (k[0] the first 8 key bytes,
- * read little-endian). */
-uint64_t welby_siphash(const uint64_t k[2], const unsigned char *data,
-    size_t len);
+/* welby_siphash() is in welby_hash.h */
 
 /*
  * The bound for limit distinct ids, exact of them held exactly.  0, or -1

@@ -1,16 +1,13 @@
 /*
- * Unit tests: distinct counting (welby_distinct.c): SipHash-2-4 against
- * its published vector and OpenSSL's, the bounds, the exact part, and
- * the sketch's error against its documented standard error
- * sqrt(m (e^t - t - 1)), t = n / m, over many counts and keys.
+ * Unit tests: distinct counting (welby_distinct.c): the bounds, the exact
+ * part, and the sketch's error against its documented standard error
+ * sqrt(m (e^t - t - 1)), t = n / m, over many counts and keys.  SipHash
+ * is tested in hash.c.
  */
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
 
 #include "tap.h"
 #include "welby_distinct.h"
@@ -68,78 +65,6 @@ sigma(double n)
     m = WELBY_DISTINCT_BITS;
     t = n / m;
     return sqrt(m * (exp(t) - t - 1));
-}
-
-
-static uint64_t
-openssl_siphash(const unsigned char *key, const unsigned char *data,
-    size_t len)
-{
-    size_t         out_len;
-    uint64_t       v;
-    EVP_MAC       *mac;
-    OSSL_PARAM     params[2];
-    EVP_MAC_CTX   *ctx;
-    unsigned int   size;
-    unsigned char  out[16];
-
-    size = 8;
-    params[0] = OSSL_PARAM_construct_uint(OSSL_MAC_PARAM_SIZE, &size);
-    params[1] = OSSL_PARAM_construct_end();
-
-    mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
-    ctx = EVP_MAC_CTX_new(mac);
-
-    v = 0;
-
-    if (ctx && EVP_MAC_init(ctx, key, 16, params)
-        && EVP_MAC_update(ctx, data, len)
-        && EVP_MAC_final(ctx, out, &out_len, sizeof(out)) && out_len == 8)
-    {
-        memcpy(&v, out, 8);     /* little-endian, as the tests run on */
-    }
-
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-
-    return v;
-}
-
-
-static void
-test_siphash(void)
-{
-    size_t         len;
-    uint64_t       k[2];
-    unsigned int   i, mismatches;
-    unsigned char  key[16], msg[64];
-
-    for (i = 0; i < 16; i++) {
-        key[i] = (unsigned char) i;
-    }
-
-    for (i = 0; i < 64; i++) {
-        msg[i] = (unsigned char) i;
-    }
-
-    memcpy(&k[0], key, 8);
-    memcpy(&k[1], key + 8, 8);
-
-    ok(welby_siphash(k, msg, 0) == 0x726fdb47dd0e0e31ULL,
-       "SipHash-2-4 of the empty message: the paper's vector");
-    ok(welby_siphash(k, msg, 15) == 0xa129ca6149be45e5ULL,
-       "SipHash-2-4 of 00..0e: the paper's appendix A vector");
-
-    mismatches = 0;
-
-    for (len = 0; len < 64; len++) {
-        if (welby_siphash(k, msg, len) != openssl_siphash(key, msg, len)) {
-            mismatches++;
-        }
-    }
-
-    ok(mismatches == 0, "SipHash-2-4 equals OpenSSL's SIPHASH for every "
-       "length 0..63 (%u differ)", mismatches);
 }
 
 
@@ -439,7 +364,6 @@ test_decision(void)
 int
 main(void)
 {
-    test_siphash();
     test_bounds();
     test_exact();
     test_duplicates();
