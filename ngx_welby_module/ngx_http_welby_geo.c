@@ -46,10 +46,33 @@ typedef struct {
 } ngx_http_welby_geo_db_t;
 
 
+/*
+ * What the databases answered for a connection's last address, in a
+ * worker's table with a slot per connection of ngx_cycle->connections:
+ * a keep-alive or HTTP/2 client asks once, not on every request.  The
+ * answer depends on the address alone while the configuration lives
+ * (the files are private sealed copies), so a slot counts only for the
+ * address it was written for: an address realip gives a request, or a
+ * new connection in the slot from elsewhere, looks up again.
+ */
+typedef struct {
+    u_char                      addr[16];   /* as geo_addr */
+    int16_t                     country;    /* its index, -1 unknown */
+    unsigned                    valid:1;
+    unsigned                    asn_known:1;
+    uint32_t                    asn;
+} ngx_http_welby_geo_slot_t;
+
+
 /* the main conf's databases */
 struct ngx_http_welby_geo_s {
     ngx_http_welby_geo_db_t     country;
     ngx_http_welby_geo_db_t     asn;        /* asn.open 0: no ASN file */
+
+    /* a worker's own, made at its first lookup: never shared */
+    ngx_http_welby_geo_slot_t  *slots;
+    ngx_uint_t                  nslots;
+    unsigned                    no_slots:1;
 };
 
 
@@ -96,6 +119,8 @@ static char *ngx_http_welby_geo_check_depth(ngx_conf_t *cf,
 static void ngx_http_welby_geo_cleanup(void *data);
 static char *ngx_http_welby_geo_add(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_welby_loc_conf_t *wlcf, ngx_uint_t allow);
+static ngx_http_welby_geo_slot_t *ngx_http_welby_geo_slot(
+    ngx_http_request_t *r, ngx_http_welby_geo_t *geo, u_char *key);
 static ngx_int_t ngx_http_welby_geo_find(ngx_http_request_t *r,
     ngx_http_welby_geo_db_t *db, struct sockaddr *sa,
     ngx_http_welby_geo_kind_t *kind, MMDB_entry_data_s *data);
@@ -906,6 +931,7 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
     u_char                       key[16];
     ngx_int_t                    index, rc;
+    ngx_http_welby_geo_slot_t   *slot;
     struct sockaddr             *sa;
     MMDB_entry_data_s            data;
 #if (NGX_HAVE_INET6)
@@ -966,10 +992,35 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     ngx_str_null(&ctx->country);
     ctx->asn = 0;
 
+    slot = ngx_http_welby_geo_slot(r, geo, key);
+
+    if (slot && slot->valid) {
+        ctx->geo_failed = 0;
+
+        if (slot->country >= 0) {
+            welby_country_code(slot->country, ctx->country_data);
+            ctx->country.data = ctx->country_data;
+            ctx->country.len = 2;
+        }
+
+        if (slot->asn_known) {
+            ctx->asn = slot->asn;
+            ctx->asn_looked_up = 1;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "welby: geo id:%V country:%V as the connection's "
+                       "last request", &ctx->request_id, &ctx->country);
+
+        return NGX_OK;
+    }
+
     rc = ngx_http_welby_geo_find(r, &geo->country, sa,
                                  &ngx_http_welby_geo_country_kind, &data);
 
     ctx->geo_failed = (rc == NGX_ERROR);
+
+    index = -1;
 
     if (rc == NGX_OK) {
         index = welby_country_index((const unsigned char *) data.utf8_string,
@@ -985,7 +1036,18 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
             welby_country_code(index, ctx->country_data);
             ctx->country.data = ctx->country_data;
             ctx->country.len = 2;
+
+        } else {
+            index = -1;
         }
+    }
+
+    /* a failed lookup is not kept: the next request asks again */
+
+    if (slot && rc != NGX_ERROR) {
+        slot->country = (int16_t) index;
+        slot->asn_known = 0;
+        slot->valid = 1;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -996,10 +1058,71 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
+/*
+ * The slot of the request's connection for the address key, emptied
+ * when it was another connection's or another address's; NULL without a
+ * table (no memory for it, or a connection outside ngx_cycle's).
+ */
+static ngx_http_welby_geo_slot_t *
+ngx_http_welby_geo_slot(ngx_http_request_t *r, ngx_http_welby_geo_t *geo,
+    u_char *key)
+{
+    ngx_uint_t                  n;
+    ngx_connection_t           *c;
+    ngx_http_welby_geo_slot_t  *slot;
+
+    if (geo->slots == NULL) {
+
+        if (geo->no_slots) {
+            return NULL;
+        }
+
+        /* the cycle of the worker, whose pool lives as long as geo */
+
+        geo->nslots = ngx_cycle->connection_n;
+        geo->slots = ngx_pcalloc(ngx_cycle->pool, geo->nslots
+                                 * sizeof(ngx_http_welby_geo_slot_t));
+        if (geo->slots == NULL) {
+            geo->no_slots = 1;
+            return NULL;
+        }
+    }
+
+    c = r->connection;
+
+#if (NGX_HTTP_V2)
+    /* a stream's connection is a copy: its slot is the real one's */
+
+    if (r->stream) {
+        c = r->stream->connection->connection;
+    }
+#endif
+
+    if (c < ngx_cycle->connections
+        || c >= ngx_cycle->connections + geo->nslots)
+    {
+        return NULL;
+    }
+
+    n = c - ngx_cycle->connections;
+    slot = &geo->slots[n];
+
+    if (!slot->valid || ngx_memcmp(slot->addr, key, 16) != 0) {
+        slot->valid = 0;
+        slot->asn_known = 0;
+        ngx_memcpy(slot->addr, key, 16);
+    }
+
+    return slot;
+}
+
+
 uint32_t
 ngx_http_welby_geo_asn(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 {
+    ngx_int_t                    rc;
     struct sockaddr             *sa;
+    ngx_http_welby_geo_slot_t   *slot;
     MMDB_entry_data_s            data;
 #if (NGX_HAVE_INET6)
     struct sockaddr_in           sin;
@@ -1036,11 +1159,18 @@ ngx_http_welby_geo_asn(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
     }
 #endif
 
-    if (ngx_http_welby_geo_find(r, &geo->asn, sa,
-                                &ngx_http_welby_geo_asn_kind, &data)
-        == NGX_OK)
-    {
+    rc = ngx_http_welby_geo_find(r, &geo->asn, sa,
+                                 &ngx_http_welby_geo_asn_kind, &data);
+
+    if (rc == NGX_OK) {
         ctx->asn = data.uint32;
+    }
+
+    slot = ngx_http_welby_geo_slot(r, geo, ctx->geo_addr);
+
+    if (slot && slot->valid && rc != NGX_ERROR) {
+        slot->asn = ctx->asn;
+        slot->asn_known = 1;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

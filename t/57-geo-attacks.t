@@ -442,6 +442,18 @@ is("@c", 'US JP',
     . 'peer\'s JP');
 is("@s", '200 200', 'keep-alive: both answered, the second not refused');
 
+# and back: the peer's JP, a realip'd US, the peer's JP again (a country
+# kept for the connection is of its address only)
+$raw = http("GET /jp/x HTTP/1.1\r\nHost: a\r\n\r\n"
+    . "GET /rip/x HTTP/1.1\r\nHost: a\r\n"
+    . "X-Forwarded-For: 127.0.2.9\r\n\r\n"
+    . "GET /jp/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    port => $t->port(8084));
+@c = ($raw // '') =~ /^X-Country: (\S*)\r$/mg;
+@s = ($raw // '') =~ /^HTTP\/1\.1 (\d+)/mg;
+is("@c / @s", 'JP US JP / 200 200 200',
+    'keep-alive: JP, then realip\'d US, then JP again, each its own');
+
 # HTTP/2: streams of one connection
 my $h2 = $t->port(8443);
 my $out = `curl -sk --http2 --max-time 10 -o /dev/null -w '%{http_code} %{num_connects} %header{x-country}\\n' -H 'X-Forwarded-For: 127.0.2.9' https://127.0.0.1:$h2/rip/x --next -sk --http2 --max-time 10 -o /dev/null -w '%{http_code} %{num_connects} %header{x-country}\\n' https://127.0.0.1:$h2/jp/x 2>&1`;
@@ -758,6 +770,30 @@ $id = $r && $r->request_id // '-';
 $log = $lazy->read_file('error.log');
 is(hdr($r, 'X-ASN') . ' ' . (() = $log =~ /welby: geo id:\Q$id\E asn:/g),
     '64501 1', 'lazy: $welby_asn looks it up, once');
+
+# one connection, four requests from an address not seen before: the
+# first looks it up, the others take the connection's answer; $welby_asn
+# looks up the ASN once
+$raw = http("GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    . "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    . "GET /asn/x HTTP/1.1\r\nHost: a\r\n\r\n"
+    . "GET /asn/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    port => $lazy->port(8080), local => '127.0.1.9');
+my @ids = ($raw // '') =~ /^X-Request-Id: (\S+)\r$/mg;
+my @asn = ($raw // '') =~ /^X-ASN: (\S*)\r$/mg;
+$log = $lazy->read_file('error.log');
+my @how = map {
+    my $id = $_;
+    $log =~ /welby: geo id:\Q$id\E country:JP as the connection's/
+        ? 'kept' : $log =~ /welby: geo id:\Q$id\E country:JP$/m
+        ? 'looked' : 'none'
+} @ids;
+is("@how", 'looked kept kept kept',
+    'keep-alive: the first request looks up the country, the others take '
+    . 'the connection\'s');
+is(join(' ', map { my $id = $_; scalar(() = $log =~
+    /welby: geo id:\Q$id\E asn:/g) } @ids) . " / @asn", '0 0 1 0 / 64501 64501',
+    'keep-alive: the ASN looked up once, by the first $welby_asn, and kept');
 $lazy->stop();
 
 $t->done_testing();
