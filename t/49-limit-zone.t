@@ -13,6 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
 
 my $t = Welby::Nginx->new();
@@ -56,7 +57,7 @@ sub fails_with {
         or diag($out);
 }
 
-$t->plan(67);
+$t->plan(69);
 
 ###############################################################################
 # welby_zone
@@ -150,6 +151,7 @@ http {
     welby_zone a 1m;
     welby_zone b 64k;
     welby_zone tiny 32k;
+    welby_zone keep 32k;
     welby_audit_log %%TESTDIR%%/audit.log;
 
     server {
@@ -178,6 +180,11 @@ http {
         location /pair/ {
             welby_limit name=first zone=a key=ip rate=1r/m;
             welby_limit name=second zone=a key=ip rate=1r/m burst=2;
+            js_content echo.echo;
+        }
+
+        location /keep/ {
+            welby_limit name=keep zone=keep key=$http_x_key rate=1r/s;
             js_content echo.echo;
         }
 
@@ -285,3 +292,17 @@ is(get('/flood/', '127.0.3.4', "X-Key: k$E"), 200,
     'the newest key forgotten passes again: the oldest went first');
 is(get('/flood/', '127.0.3.4', "X-Key: k$K"), 429,
     'the newest key is remembered');
+
+# a 32k zone full of records whose time is over (kept for reuse): new
+# keys still get records, and forgetting the kept ones is no eviction
+
+my $bad2 = 0;
+$bad2 += get('/keep/', '127.0.3.5', "X-Key: a$_") == 200 ? 0 : 1 for 1 .. 150;
+my $over = time() + 1.1;      # rate=1r/s: each record's time is 1 s
+sleep 0.02 while time() < $over;
+$bad2 += get('/keep/', '127.0.3.5', "X-Key: b$_") == 200 ? 0 : 1 for 1 .. 150;
+is($bad2, 0, '150 keys, then 150 others once the first are over: all pass');
+my $E2 = 0;
+$E2 += $_ for $t->read_file('error.log')
+    =~ /welby_zone "keep" forgot (\d+) live records/g;
+is($E2, 0, 'the records over were forgotten, no live one: no eviction');
