@@ -13,6 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep time);
 use Welby::Nginx qw(http_req parse_response);
 
 my $t = Welby::Nginx->new();
@@ -56,7 +57,7 @@ sub fails_with {
         or diag($out);
 }
 
-$t->plan(62);
+$t->plan(69);
 
 ###############################################################################
 # welby_zone
@@ -148,7 +149,10 @@ http {
     %%TEST_GLOBALS_HTTP%%
     welby_tls off;
     welby_zone a 1m;
+    welby_zone b 64k;
     welby_zone tiny 32k;
+    welby_zone keep 32k;
+    welby_audit_log %%TESTDIR%%/audit.log;
 
     server {
         listen 127.0.0.1:%%PORT_8080%%;
@@ -162,9 +166,25 @@ http {
             js_content echo.echo;
         }
 
+        # a string key: the zone's keyed digest of the value
+        location /vkept/ {
+            welby_limit name=vkept zone=a key=$http_x_key rate=1r/m burst=1;
+            js_content echo.echo;
+        }
+
+        location /vother/ {
+            welby_limit name=vother zone=b key=$http_x_key rate=1r/m;
+            js_content echo.echo;
+        }
+
         location /pair/ {
             welby_limit name=first zone=a key=ip rate=1r/m;
             welby_limit name=second zone=a key=ip rate=1r/m burst=2;
+            js_content echo.echo;
+        }
+
+        location /keep/ {
+            welby_limit name=keep zone=keep key=$http_x_key rate=1r/s;
             js_content echo.echo;
         }
 
@@ -191,11 +211,32 @@ sub statuses {
     return join ' ', map { get($uri, $from, @h) } 1 .. $n;
 }
 
+# the refused request's record's limit.key: the digest, in hex
+sub vkey {
+    my ($uri, $n) = @_;
+    my @s = map { parse_response(http_req(uri => $uri, local => '127.0.3.9',
+        headers => ['X-Key: api-key-1'])) } 1 .. $n;
+    my $rec = $s[-1] && $t->audit_record($s[-1]->request_id) // {};
+    return join(' ', map { $_ ? $_->status : 0 } @s) . ' '
+        . ($rec->{limit}{key} // '-');
+}
+
 is(statuses('/kept/', '127.0.3.1', 3), '200 200 429',
     'burst=1: 2 pass, the 3rd is refused');
+my ($va) = vkey('/vkept/', 3) =~ /^200 200 429 ([0-9a-f]{32})$/;
+ok($va, 'a string key, burst=1: 2 pass, the 3rd is refused, its record '
+    . 'names the key as 32 hex digits');
+my ($vb) = vkey('/vother/', 2) =~ /^200 429 ([0-9a-f]{32})$/;
+ok($vb && $va && $vb ne $va, 'the same value in another zone is another '
+    . 'key (each zone its own secret)');
 ok($t->reload(), 'a reload with the same zone');
 is(get('/kept/', '127.0.3.1'), 429, 'after the reload the key is still '
     . 'refused: the zone kept its count');
+is(vkey('/vkept/', 1), '429 ' . ($va // 'none'), 'after the reload the '
+    . 'string key is still refused, as the same digest: the zone kept its '
+    . 'secret');
+is(vkey('/vother/', 1), '429 ' . ($vb // 'none'), 'and so did the other '
+    . 'zone');
 is(get('/kept/', '127.0.3.2'), 200, 'another address passes after it');
 
 my $conf = $t->read_file('nginx.conf');
@@ -210,6 +251,9 @@ $conf =~ s/welby_zone a 1m;/welby_zone a 2m;/ or die;
 $t->write_file('nginx.conf', $conf);
 ok($t->reload(), 'a reload with the zone at 2m');
 is(get('/kept/', '127.0.3.1'), 200, 'a zone of another size starts empty');
+my ($vc) = vkey('/vkept/', 3) =~ /^200 200 429 ([0-9a-f]{32})$/;
+ok($vc && $va && $vc ne $va, 'a zone of another size starts empty for a '
+    . 'string key too, under a new secret');
 
 is(statuses('/pair/', '127.0.3.3', 2), '200 429',
     'two rules in one zone, the same address: the first (burst 0) refuses '
@@ -248,3 +292,17 @@ is(get('/flood/', '127.0.3.4', "X-Key: k$E"), 200,
     'the newest key forgotten passes again: the oldest went first');
 is(get('/flood/', '127.0.3.4', "X-Key: k$K"), 429,
     'the newest key is remembered');
+
+# a 32k zone full of records whose time is over (kept for reuse): new
+# keys still get records, and forgetting the kept ones is no eviction
+
+my $bad2 = 0;
+$bad2 += get('/keep/', '127.0.3.5', "X-Key: a$_") == 200 ? 0 : 1 for 1 .. 150;
+my $over = time() + 1.1;      # rate=1r/s: each record's time is 1 s
+sleep 0.02 while time() < $over;
+$bad2 += get('/keep/', '127.0.3.5', "X-Key: b$_") == 200 ? 0 : 1 for 1 .. 150;
+is($bad2, 0, '150 keys, then 150 others once the first are over: all pass');
+my $E2 = 0;
+$E2 += $_ for $t->read_file('error.log')
+    =~ /welby_zone "keep" forgot (\d+) live records/g;
+is($E2, 0, 'the records over were forgotten, no live one: no eviction');

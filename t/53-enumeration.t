@@ -271,6 +271,18 @@ ok(defined $back && $back >= $start + 1,
     'after the 1 s window, the third passes (not before)')
     or diag("started $start, passed at " . ($back // 'never'));
 
+# a record kept after its window is used again from zero: the first
+# request after the window starts a new set (the old patients do not
+# count), and the bound holds in it
+my $y = token('clin-y', 'app-y');
+is(codes('/x/fhir', $y, qw(p1 p2)), '200 -, 200 -',
+    'patients=2/1s: two patients in a window');
+my $after = time() + 1.1;     # the window began before this answer
+sleep 0.02 while time() < $after;
+is(codes('/x/fhir', $y, qw(p3 p4 p5)), '200 -, 200 -, 403 enumeration',
+    'the first request after the window: its kept record starts afresh '
+    . '(two new patients pass, the third is refused)');
+
 ###############################################################################
 # detect mode
 

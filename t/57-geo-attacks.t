@@ -796,4 +796,67 @@ is(join(' ', map { my $id = $_; scalar(() = $log =~
     'keep-alive: the ASN looked up once, by the first $welby_asn, and kept');
 $lazy->stop();
 
+# the ASN is read before realip changes the address (the throttle's
+# asn= check in the first location), and again after it (the audit
+# record): it is the new address's, as its country is
+my $ra = Welby::Nginx->new();
+my $rd = $ra->testdir();
+Welby::MMDB::country_db("$rd/country.mmdb");
+Welby::MMDB::asn_db("$rd/asn.mmdb");
+$ra->write_file_expand('nginx.conf', <<'EOF');
+%%TEST_GLOBALS%%
+
+events {}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+    welby_tls off;
+    welby_token off;
+
+    welby_geoip2 country.mmdb asn=asn.mmdb;
+    welby_audit_log %%TESTDIR%%/audit.log;
+    welby_zone threat 1m;
+
+    server {
+        listen 127.0.0.1:%%PORT_8080%%;
+
+        welby on;
+
+        location /first/ {
+            welby_auth_throttle zone=threat failures=3/1m ban=1s asn=3/1m;
+            try_files /nonexistent @second;
+        }
+
+        location @second {
+            set_real_ip_from 127.0.0.0/8;
+            real_ip_header X-Forwarded-For;
+            js_content echo.echo;
+        }
+    }
+}
+EOF
+$ra->run();
+
+for my $case (['127.0.2.7', '127.0.2.7', 'an IPv4 address'],
+              ['2002:7f00:207::1', '2002:7f00:207::1', 'a 6to4 address'],
+              # Teredo: the server 127.0.1.1 (AS64501), the client
+              # 127.0.2.7 (its bits inverted), which places it
+              ['2001:0:7f00:101::80ff:fdf8', '2001:0:7f00:101::80ff:fdf8',
+               'a Teredo address'])
+{
+    my ($xff, $ip, $what) = @$case;
+    $r = parse_response(http_req(uri => '/first/x', local => '127.0.1.5',
+        port => $ra->port(8080), headers => ["X-Forwarded-For: $xff"]));
+    $id = $r && $r->request_id // '-';
+    $log = $ra->read_file('error.log');
+    my $looked = () = $log =~ /welby: geo id:\Q$id\E asn:/g;
+    my $s = ($r && $ra->audit_record($r->request_id) // {})->{source} // {};
+    is(join(' ', status($r), $looked,
+            $s->{ip} // '-', $s->{country} // '-', $s->{asn} // '-'),
+        "200 2 $ip US 64502",
+        "realip after the ASN was read ($what): the record's ASN is the "
+        . 'new address\'s, as its country');
+}
+$ra->stop();
+
 $t->done_testing();
