@@ -41,9 +41,9 @@
  * frees it (limit_req keeps its nodes 60 s): a key that comes back finds
  * its record, where freeing it at once would cost every request of a
  * fast rule a slab allocation, a free and two rbtree changes.  Its state
- * is zeroed when it is used again, as for a new record; the records a
- * full zone forgets first are these, and they are not counted as
- * evictions.
+ * is zeroed when it is used again, as for a new record.  A full zone
+ * forgets from the LRU tail as before, kept records or live ones; only
+ * live ones are counted as evictions.
  */
 #define NGX_HTTP_WELBY_ZONE_KEEP       (60 * (int64_t) 1000000000)
 
