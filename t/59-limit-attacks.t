@@ -318,13 +318,25 @@ sub promtool {
 # says where the process was stopped, to /dev/null)
 sub gdb {
     my ($pid, @ex) = @_;
+    my $err = '/dev/null';
+    ($err, @ex) = @ex[1 .. $#ex] if @ex && $ex[0] eq '-stderr';
     my $child = open(my $fh, '-|') // die "fork: $!";
     if ($child == 0) {
-        open STDERR, '>', '/dev/null';
+        open STDERR, '>', $err;
         exec('gdb', '-p', $pid, '-batch', '-nx', @ex);
         POSIX::_exit(127);
     }
     return $fh;
+}
+
+# the pid of the process tracing $pid (gdb), 0 when none
+sub tracer {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) {
+        return $1 if /^TracerPid:\s*(\d+)/;
+    }
+    return 0;
 }
 
 # the raw responses to requests written at once on one connection
@@ -695,9 +707,24 @@ sub wrk_check {
     ok($total && @rec >= $total,
         "$name: every request wrk counted is logged ($total)");
     is(@pass + @refused, scalar(@rec), "$name: every answer a 200 or a 429");
+    is(scalar(keys %pids), 2, "$name: both workers answered");
+
+    # A machine too loaded to offer more than the rule allows cannot show
+    # the bounds: those checks are skipped, saying so.  An offer above
+    # what the rule allows in its span (the burst, one, and the rate over
+    # it) that is never refused still fails.
+    my ($first) = sort { $a <=> $b } map { $_->{at} } @rec;
+    my ($end) = sort { $b <=> $a } map { $_->{at} } @rec;
+    my $allows = $burst + 1
+        + POSIX::ceil($rate * (($end // 0) - ($first // 0) + 0.001));
+
+    SKIP: {
+    skip("$name: wrk offered " . scalar(@rec) . " requests, within the "
+        . "$allows the rule allows in their time: too loaded a machine "
+        . "to test the bounds", 3) if !@refused && @rec <= $allows;
+
     ok(@refused > 0, "$name: wrk offered more than the rule allows ("
         . scalar(@refused) . ' refused)');
-    is(scalar(keys %pids), 2, "$name: both workers answered");
 
     # Times: a request's log time (truncated to the millisecond: +0.001
     # for an upper bound) is after its decision, which is after its
@@ -739,6 +766,7 @@ sub wrk_check {
         . "refused wrongly");
     diag(sprintf "%s: %d offered in %.3f s, %d passed, theory [%d, %d]",
         $name, scalar(@rec), $span, scalar(@pass), $lo, $hi);
+    }
 }
 
 wrk_check('w1k', 1000, 1000);
@@ -1159,21 +1187,37 @@ EOF
 
     # gdb stops the worker in the zone's callback, under the lock, and
     # kills it there
+    # (the attach itself can fail on a loaded machine: "ptrace: Operation
+    # not permitted" while the worker is busy; gdb then runs the rest of
+    # its script at once, so the attach is checked in /proc and tried
+    # again, at most three times; signals never stop the continue)
     my $ready = $k->testdir() . '/gdb-ready';
-    my $g = gdb($worker,
-        '-ex', 'set pagination off',
-        '-ex', 'break ngx_http_welby_limit_update',
-        '-ex', "shell touch $ready",
-        '-ex', 'continue', '-ex', 'kill');
+    my ($g, $traced);
+    for my $try (1 .. 3) {
+        unlink $ready;
+        $g = gdb($worker, '-stderr', "$ready.err",
+            '-ex', 'set pagination off',
+            '-ex', 'handle all nostop noprint pass',
+            '-ex', 'break ngx_http_welby_limit_update',
+            '-ex', "shell touch $ready",
+            '-ex', 'continue', '-ex', 'kill');
+        $k->wait_for(sub { -e $ready }, 20);
+        $traced = tracer($worker);
+        last if $traced;
+        my $out = join '', <$g>;
+        close $g;
+        diag("gdb did not attach (try $try): $out "
+            . $k->read_file('gdb-ready.err'));
+    }
 
     # the worker is stopped until gdb continues: a request sent once the
-    # breakpoint is set waits for it
-    ok($k->wait_for(sub { -e $ready }, 20), 'gdb is attached, the '
-        . 'breakpoint set');
+    # breakpoint is set waits for it (as long as gdb takes: no timeout
+    # of its own to run out first)
+    ok($traced && -e $ready, 'gdb is attached, the breakpoint set');
 
     my $client = fork() // die "fork: $!";
     if ($client == 0) {
-        http_req(port => $KP, uri => '/', timeout => 5);
+        http_req(port => $KP, uri => '/', timeout => 60);
         POSIX::_exit(0);
     }
 
@@ -1182,7 +1226,7 @@ EOF
     waitpid($client, 0);
 
     like($gout, qr/Breakpoint 1, ngx_http_welby_limit_update/,
-        'gdb stopped the worker under the zone\'s lock');
+        'gdb stopped the worker under the zone\'s lock') or diag($gout);
     ok($k->wait_for_log(qr/worker process $worker exited on signal 9/),
         'the worker was killed there');
     ok($k->wait_for_log(
