@@ -1060,8 +1060,8 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 
 /*
  * The slot of the request's connection for the address key, emptied
- * when it was another connection's or another address's; NULL without a
- * table (no memory for it, or a connection outside ngx_cycle's).
+ * when it was written for another address; NULL without a table (no
+ * memory for it, or a connection outside ngx_cycle's).
  */
 static ngx_http_welby_geo_slot_t *
 ngx_http_welby_geo_slot(ngx_http_request_t *r, ngx_http_welby_geo_t *geo,
