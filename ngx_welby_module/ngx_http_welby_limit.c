@@ -41,6 +41,9 @@
  */
 #define NGX_HTTP_WELBY_LIMIT_KEY_LEN        16
 
+/* the keys of a step kept on the stack before the pool is used */
+#define NGX_HTTP_WELBY_LIMIT_STACK          4
+
 
 typedef struct {
     ngx_str_t                       name;
@@ -584,6 +587,7 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
     ngx_uint_t                      i, k, n, refused, again;
     ngx_array_t                     items;
     welby_gcra_answer_t             scratch;
+    ngx_http_welby_limit_item_t     stack[NGX_HTTP_WELBY_LIMIT_STACK];
     ngx_http_welby_limit_ctx_t     *lctx;
     ngx_http_welby_limit_arg_t      arg;
     ngx_http_welby_limit_item_t    *it;
@@ -621,12 +625,20 @@ ngx_http_welby_limit_run(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx,
      */
     lctx->now = ngx_http_welby_now_ns();
 
-    if (ngx_array_init(&items, r->pool, 4,
-                       sizeof(ngx_http_welby_limit_item_t))
-        != NGX_OK)
-    {
-        return WELBY_REASON_INTERNAL_ERROR;
-    }
+    /*
+     * The keys live only while the step runs: on the stack for the
+     * usual few, so that they take nothing of the request's pool (a
+     * kilobyte a step, enough to make nginx allocate another pool block
+     * for the rest of the request); ngx_array_push() moves them to the
+     * pool past NGX_HTTP_WELBY_LIMIT_STACK (a search naming many
+     * patients).
+     */
+
+    items.elts = stack;
+    items.nelts = 0;
+    items.size = sizeof(ngx_http_welby_limit_item_t);
+    items.nalloc = NGX_HTTP_WELBY_LIMIT_STACK;
+    items.pool = r->pool;
 
     again = 0;
 
@@ -1092,8 +1104,9 @@ ngx_http_welby_limit_push(ngx_http_request_t *r, ngx_array_t *items,
 
 /*
  * Under the zone's lock: no allocation, no log.  The clock is read here
- * for welby_gcra_clamp(): later than the request's instant, never
- * earlier than what another worker charged before this one got the lock.
+ * for welby_gcra_clamp(), when it may be due: later than the request's
+ * instant, never earlier than what another worker charged before this
+ * one got the lock.
  */
 static int64_t
 ngx_http_welby_limit_update(void *data, ngx_uint_t fresh, int64_t now,
@@ -1103,9 +1116,16 @@ ngx_http_welby_limit_update(void *data, ngx_uint_t fresh, int64_t now,
 
     int64_t  clock;
 
-    clock = ngx_http_welby_now_ns();
+    /*
+     * The bound at max(clock, now) is no earlier than at now: a TAT
+     * within it at now needs no clamp, and the clock is read only when
+     * one may be due.
+     */
 
-    welby_gcra_clamp(a->limit, data, ngx_max(clock, now));
+    if (welby_gcra_clamps(a->limit, data, now)) {
+        clock = ngx_http_welby_now_ns();
+        welby_gcra_clamp(a->limit, data, ngx_max(clock, now));
+    }
 
     (void) welby_gcra_limit(a->limit, data, now, a->mode, a->answer);
 

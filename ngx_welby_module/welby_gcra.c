@@ -8,6 +8,8 @@
 #include "welby_gcra.h"
 
 
+static int welby_gcra_bound(const welby_gcra_limit_t *l,
+    const welby_gcra_state_t *s, int64_t clock, int64_t *mt, uint64_t *mf);
 static int64_t welby_gcra_ceil_s(int64_t ns);
 static void welby_gcra_advance(const welby_gcra_rate_t *r, int64_t *tat,
     uint64_t *frac, uint64_t k);
@@ -225,24 +227,45 @@ void
 welby_gcra_clamp(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     int64_t clock)
 {
-    int64_t                   mt;
-    uint64_t                  mf;
+    int64_t   mt;
+    uint64_t  mf;
+
+    if (welby_gcra_bound(l, s, clock, &mt, &mf)) {
+        s->tat = mt;
+        s->frac = mf;
+    }
+}
+
+
+int
+welby_gcra_clamps(const welby_gcra_limit_t *l, const welby_gcra_state_t *s,
+    int64_t clock)
+{
+    int64_t   mt;
+    uint64_t  mf;
+
+    return welby_gcra_bound(l, s, clock, &mt, &mf);
+}
+
+
+/* clock + tau + T into (mt, mf); whether the state's TAT is beyond it */
+static int
+welby_gcra_bound(const welby_gcra_limit_t *l, const welby_gcra_state_t *s,
+    int64_t clock, int64_t *mt, uint64_t *mf)
+{
     const welby_gcra_rate_t  *r;
 
     r = &l->rate;
 
-    mt = clock + r->tau_q + r->t_q;
-    mf = r->tau_r + r->t_r;
+    *mt = clock + r->tau_q + r->t_q;
+    *mf = r->tau_r + r->t_r;
 
-    if (mf >= r->n) {
-        mt++;
-        mf -= r->n;
+    if (*mf >= r->n) {
+        (*mt)++;
+        *mf -= r->n;
     }
 
-    if (s->tat > mt || (s->tat == mt && s->frac > mf)) {
-        s->tat = mt;
-        s->frac = mf;
-    }
+    return s->tat > *mt || (s->tat == *mt && s->frac > *mf);
 }
 
 

@@ -141,6 +141,15 @@ void welby_gcra_clamp(const welby_gcra_limit_t *l, welby_gcra_state_t *s,
     int64_t clock);
 
 /*
+ * Whether welby_gcra_clamp() at clock would change the state.  A TAT
+ * within the bound at an instant is within it at any later one, so a
+ * caller that knows its clock is no earlier than now need not read the
+ * clock when this says no at now.
+ */
+int welby_gcra_clamps(const welby_gcra_limit_t *l,
+    const welby_gcra_state_t *s, int64_t clock);
+
+/*
  * Decides a request at now (ns since the epoch) against every window of
  * the limit, and changes the state as mode says.  Returns a->allowed.  A
  * quota counted in a later window than now's goes on in that window

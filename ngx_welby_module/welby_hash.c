@@ -2,6 +2,8 @@
  * FNV-1a, 64 bits, and SipHash-2-4 (see welby_hash.h).
  */
 
+#include <string.h>
+
 #include "welby_hash.h"
 
 
@@ -130,14 +132,21 @@ void
 welby_siphash128(const uint64_t k[2], const unsigned char *data, size_t len,
     unsigned char out[16])
 {
-    unsigned  i;
     uint64_t  h[2];
 
     welby_siphash_out(k, data, len, h, 2);
 
     /* little-endian, as the reference writes its output */
 
-    for (i = 0; i < 16; i++) {
-        out[i] = (unsigned char) (h[i / 8] >> (8 * (i % 8)));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(out, h, 16);
+#else
+    {
+        unsigned  i;
+
+        for (i = 0; i < 16; i++) {
+            out[i] = (unsigned char) (h[i / 8] >> (8 * (i % 8)));
+        }
     }
+#endif
 }

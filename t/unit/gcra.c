@@ -562,5 +562,41 @@ main(void)
     ok(promises(&l, 3 * S, 20000),
        "50r/s burst=20 hour=30: the same with a quota");
 
+    /*
+     * welby_gcra_clamps(): says yes exactly when welby_gcra_clamp() at
+     * the same instant changes the state, and a no at one instant holds
+     * at every later one (what lets the limit step skip the clock read),
+     * over states taken by random requests and instants around them,
+     * back in time too
+     */
+
+    l = limit(3, S, 2, 0, 0);
+    good = 1;
+    memset(&s, 0, sizeof(s));
+    t = T0;
+
+    for (i = 0; i < 20000 && good; i++) {
+        int64_t  at, later;
+
+        t += (int64_t) rnd(700 * MS);
+        (void) take(&l, &s, t, NULL);
+
+        at = t - 3 * S + (int64_t) rnd(6 * S);
+        later = at + (int64_t) rnd(2 * S);
+
+        c = s;
+        welby_gcra_clamp(&l, &c, at);
+
+        if (welby_gcra_clamps(&l, &s, at) != (memcmp(&c, &s, sizeof(s)) != 0)
+            || (!welby_gcra_clamps(&l, &s, at)
+                && welby_gcra_clamps(&l, &s, later)))
+        {
+            good = 0;
+        }
+    }
+
+    ok(good, "clamps() is yes exactly when clamp() changes the state, and "
+       "a no at an instant holds later (20000 random states)");
+
     return done_testing();
 }
