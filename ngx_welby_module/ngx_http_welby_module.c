@@ -1947,6 +1947,28 @@ ngx_http_welby_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_welby_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_welby_main_conf_t  *wmcf;
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
+
+    if (wmcf) {
+        /*
+         * A worker's own digest context, kept between requests:
+         * EVP_Digest() allocates, initialises and frees one per call.
+         */
+
+        wmcf->sha256_ctx = EVP_MD_CTX_new();
+        if (wmcf->sha256_ctx == NULL) {
+            ngx_ssl_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "welby: EVP_MD_CTX_new() failed");
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_welby_geo_init_process(cycle, wmcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     if (ngx_http_welby_audit_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -1959,29 +1981,18 @@ ngx_http_welby_init_process(ngx_cycle_t *cycle)
 }
 
 
-/*
- * One digest context per process, kept between requests: EVP_Digest()
- * allocates, initialises and frees one on every call.  Workers run one
- * request at a time, and nothing here is called from a signal handler.
- */
-static EVP_MD_CTX  *ngx_http_welby_sha256_ctx;
-
-
 ngx_int_t
 ngx_http_welby_sha256(ngx_http_welby_main_conf_t *wmcf, const u_char *in,
     size_t len, u_char *out)
 {
     EVP_MD_CTX  *md;
 
-    md = ngx_http_welby_sha256_ctx;
+    md = wmcf->sha256_ctx;
 
     if (md == NULL) {
-        md = EVP_MD_CTX_new();
-        if (md == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_welby_sha256_ctx = md;
+        /* outside a worker (no init_process): a context of its own */
+        return EVP_Digest(in, len, out, NULL, wmcf->sha256, NULL) == 1
+               ? NGX_OK : NGX_ERROR;
     }
 
     if (EVP_DigestInit_ex(md, wmcf->sha256, NULL) != 1
@@ -1998,11 +2009,17 @@ ngx_http_welby_sha256(ngx_http_welby_main_conf_t *wmcf, const u_char *in,
 static void
 ngx_http_welby_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_welby_main_conf_t  *wmcf;
+
     ngx_http_welby_audit_exit_process(cycle);
     ngx_http_welby_token_exit_process(cycle);
 
-    EVP_MD_CTX_free(ngx_http_welby_sha256_ctx);
-    ngx_http_welby_sha256_ctx = NULL;
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_welby_module);
+
+    if (wmcf) {
+        EVP_MD_CTX_free(wmcf->sha256_ctx);
+        wmcf->sha256_ctx = NULL;
+    }
 }
 
 

@@ -163,6 +163,7 @@ typedef struct {
     ngx_msec_t                  watch_interval;
 
     EVP_MD                     *sha256;     /* fetched once */
+    EVP_MD_CTX                 *sha256_ctx; /* a worker's, for requests */
     welby_header_cache_t       *header_cache;   /* per worker */
 
     ngx_array_t                *audit_sinks;    /* welby_audit_log */
@@ -418,8 +419,8 @@ ngx_int_t ngx_http_welby_response_prepare(ngx_http_request_t *r,
 welby_reason_e ngx_http_welby_tls(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx, ngx_http_welby_loc_conf_t *wlcf);
 /*
- * SHA-256 of in into out (32 bytes) with the fetched digest and one
- * context kept per process: NGX_OK or NGX_ERROR.
+ * SHA-256 of in into out (32 bytes) with the fetched digest and the
+ * worker's context (wmcf->sha256_ctx): NGX_OK or NGX_ERROR.
  */
 ngx_int_t ngx_http_welby_sha256(ngx_http_welby_main_conf_t *wmcf,
     const u_char *in, size_t len, u_char *out);
