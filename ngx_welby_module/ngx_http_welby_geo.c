@@ -69,10 +69,9 @@ struct ngx_http_welby_geo_s {
     ngx_http_welby_geo_db_t     country;
     ngx_http_welby_geo_db_t     asn;        /* asn.open 0: no ASN file */
 
-    /* a worker's own, made at its first lookup: never shared */
+    /* a worker's own, made when it starts: never shared */
     ngx_http_welby_geo_slot_t  *slots;
     ngx_uint_t                  nslots;
-    unsigned                    no_slots:1;
 };
 
 
@@ -1058,10 +1057,35 @@ ngx_http_welby_geo_lookup(ngx_http_request_t *r, ngx_http_welby_ctx_t *ctx)
 }
 
 
+ngx_int_t
+ngx_http_welby_geo_init_process(ngx_cycle_t *cycle,
+    ngx_http_welby_main_conf_t *wmcf)
+{
+    ngx_http_welby_geo_t  *geo;
+
+    geo = wmcf->geo;
+
+    if (geo == NULL) {
+        return NGX_OK;
+    }
+
+    /* a slot for each of the cycle's connections, freed with its pool */
+
+    geo->nslots = cycle->connection_n;
+    geo->slots = ngx_pcalloc(cycle->pool,
+                             geo->nslots * sizeof(ngx_http_welby_geo_slot_t));
+    if (geo->slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /*
  * The slot of the request's connection for the address key, emptied
- * when it was written for another address; NULL without a table (no
- * memory for it, or a connection outside ngx_cycle's).
+ * when it was written for another address; NULL without a table (a
+ * process that is not a worker) or for a connection outside ngx_cycle's.
  */
 static ngx_http_welby_geo_slot_t *
 ngx_http_welby_geo_slot(ngx_http_request_t *r, ngx_http_welby_geo_t *geo,
@@ -1072,20 +1096,7 @@ ngx_http_welby_geo_slot(ngx_http_request_t *r, ngx_http_welby_geo_t *geo,
     ngx_http_welby_geo_slot_t  *slot;
 
     if (geo->slots == NULL) {
-
-        if (geo->no_slots) {
-            return NULL;
-        }
-
-        /* the cycle of the worker, whose pool lives as long as geo */
-
-        geo->nslots = ngx_cycle->connection_n;
-        geo->slots = ngx_pcalloc(ngx_cycle->pool, geo->nslots
-                                 * sizeof(ngx_http_welby_geo_slot_t));
-        if (geo->slots == NULL) {
-            geo->no_slots = 1;
-            return NULL;
-        }
+        return NULL;
     }
 
     c = r->connection;

@@ -46,6 +46,10 @@ ngx_int_t ngx_http_welby_geo_lookup(ngx_http_request_t *r,
 uint32_t ngx_http_welby_geo_asn(ngx_http_request_t *r,
     ngx_http_welby_ctx_t *ctx);
 
+/* A worker's table of what the files answered per connection. */
+ngx_int_t ngx_http_welby_geo_init_process(ngx_cycle_t *cycle,
+    ngx_http_welby_main_conf_t *wmcf);
+
 #if (NGX_HAVE_INET6)
 /*
  * The IPv4 address an IPv6 address a (16 bytes) embeds as the address
