@@ -305,6 +305,27 @@ sub status { $_[0] ? $_[0]->status : 0 }
 sub hdr { $_[0] ? $_[0]->header($_[1]) // '' : 'no response' }
 sub rec { $t->audit_record($_[0] && $_[0]->request_id) // {} }
 
+# another nginx with the test map in both files and no token or TLS
+# step, its http block's own lines (directives, servers) given, running
+sub geo_instance {
+    my ($http) = @_;
+    my $n = Welby::Nginx->new();
+    my $nd = $n->testdir();
+    Welby::MMDB::country_db("$nd/country.mmdb");
+    Welby::MMDB::asn_db("$nd/asn.mmdb");
+    $n->write_file_expand('nginx.conf', "%%TEST_GLOBALS%%\n\n"
+        . "events {}\n\n"
+        . "http {\n"
+        . "    %%TEST_GLOBALS_HTTP%%\n"
+        . "    welby_tls off;\n"
+        . "    welby_token off;\n\n"
+        . "    welby_geoip2 country.mmdb asn=asn.mmdb;\n"
+        . $http
+        . "}\n");
+    $n->run();
+    return $n;
+}
+
 # the uri the echo backend answered for, or ''
 sub echoed {
     my $j = $_[0] && $_[0]->json;
@@ -719,22 +740,7 @@ $t->write_file('error.log', join("\n", @keep, ''));
 
 # without an audit trail and $welby_asn, nothing reads the ASN: the step
 # looks up the country only
-my $lazy = Welby::Nginx->new();
-my $ld = $lazy->testdir();
-Welby::MMDB::country_db("$ld/country.mmdb");
-Welby::MMDB::asn_db("$ld/asn.mmdb");
-$lazy->write_file_expand('nginx.conf', <<'EOF');
-%%TEST_GLOBALS%%
-
-events {}
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-    welby_tls off;
-    welby_token off;
-
-    welby_geoip2 country.mmdb asn=asn.mmdb;
-
+my $lazy = geo_instance(<<'EOF');
     server {
         listen 127.0.0.1:%%PORT_8080%%;
 
@@ -751,9 +757,7 @@ http {
             js_content echo.echo;
         }
     }
-}
 EOF
-$lazy->run();
 
 $r = parse_response(http_req(uri => '/x', local => '127.0.1.5',
     port => $lazy->port(8080)));
@@ -799,21 +803,7 @@ $lazy->stop();
 # the ASN is read before realip changes the address (the throttle's
 # asn= check in the first location), and again after it (the audit
 # record): it is the new address's, as its country is
-my $ra = Welby::Nginx->new();
-my $rd = $ra->testdir();
-Welby::MMDB::country_db("$rd/country.mmdb");
-Welby::MMDB::asn_db("$rd/asn.mmdb");
-$ra->write_file_expand('nginx.conf', <<'EOF');
-%%TEST_GLOBALS%%
-
-events {}
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-    welby_tls off;
-    welby_token off;
-
-    welby_geoip2 country.mmdb asn=asn.mmdb;
+my $ra = geo_instance(<<'EOF');
     welby_audit_log %%TESTDIR%%/audit.log;
     welby_zone threat 1m;
 
@@ -833,9 +823,7 @@ http {
             js_content echo.echo;
         }
     }
-}
 EOF
-$ra->run();
 
 for my $case (['127.0.2.7', '127.0.2.7', 'an IPv4 address'],
               ['2002:7f00:207::1', '2002:7f00:207::1', 'a 6to4 address'],
